@@ -1,0 +1,5 @@
+import sys
+
+from reabsnet.cli import main
+
+sys.exit(main())
