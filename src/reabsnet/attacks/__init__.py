@@ -1,0 +1,34 @@
+"""Attacks with one call shape: `attack(model, x, y, *, target=None, box=(-0.5, 0.5), **settings)` returns an
+`AttackResult` (the adversarial batch and a per-example record). Any `nn.Module` returning logits works."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reabsnet.attacks.carlini_wagner import carlini_wagner_l2, carlini_wagner_linf
+from reabsnet.attacks.common import BOX, AttackResult, finish, frozen, margin, random_targets
+from reabsnet.attacks.deepfool import deepfool, deepfool_binary
+from reabsnet.attacks.fgsm import fgsm
+from reabsnet.attacks.pgd import pgd
+from reabsnet.attacks.presets import PRESETS, Preset, get_preset
+from reabsnet.errors import ReabsnetError
+
+ATTACKS: dict[str, Callable[..., AttackResult]] = {
+    "fgsm": fgsm,
+    "pgd": pgd,
+    "deepfool": deepfool,
+    "cw-l2": carlini_wagner_l2,
+    "cw-linf": carlini_wagner_linf,
+}
+
+
+def get_attack(name: str) -> Callable[..., AttackResult]:
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise ReabsnetError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
+
+
+__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "Preset", "carlini_wagner_l2", "carlini_wagner_linf",
+           "deepfool", "deepfool_binary", "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "pgd",
+           "random_targets"]

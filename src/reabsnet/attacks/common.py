@@ -1,0 +1,110 @@
+"""What every attack shares: the call shape's result, frozen parameters, and one `finish()` that judges success.
+
+No attack decides for itself whether it succeeded: `finish()` runs the model once on the final batch and measures
+the distances, so every attack is scored the same way (foolbox 3 and auto-attack do the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+Box = tuple[float, float]
+BOX: Box = (-0.5, 0.5)  # the paper's pixel range (Carlini & Wagner's setup_mnist.py)
+
+
+@dataclass
+class AttackResult:
+    """The adversarial batch and a per-example record, all tensors of length N on the inputs' device.
+
+    success: the model's label on `x_adv` differs from `y` (untargeted) or equals `target` (targeted);
+    l2, linf: distance from the original input; iterations: gradient steps the attack spent on the example;
+    label: the model's label on `x_adv`.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    iterations: torch.Tensor
+    label: torch.Tensor
+
+    def record(self) -> dict[str, torch.Tensor]:
+        return {"success": self.success, "l2": self.l2, "linf": self.linf, "iterations": self.iterations,
+                "label": self.label}
+
+    def cpu(self) -> AttackResult:
+        return AttackResult(**{k: v.cpu() for k, v in vars(self).items()})
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate `model` with its parameters frozen (no weight gradients are computed, which roughly halves each
+    backward pass) and in eval mode; restore both afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    model.eval()
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, box: Box) -> None:
+    """Errors a caller can make, reported as ValueError before any compute."""
+    if x.dim() < 2 or len(x) != len(y):
+        raise ValueError(f"inputs {tuple(x.shape)} and labels {tuple(y.shape)} must have the same first dimension")
+    if target is not None and target.shape != y.shape:
+        raise ValueError(f"target {tuple(target.shape)} must have the labels' shape {tuple(y.shape)}")
+    if box[0] >= box[1]:
+        raise ValueError(f"box {box}: lower bound must be below upper bound")
+    if len(x) and (x.min() < box[0] - 1e-6 or x.max() > box[1] + 1e-6):
+        raise ValueError(f"inputs lie outside the box {box}: [{x.min().item():.3f}, {x.max().item():.3f}]")
+
+
+def norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = delta.flatten(1)
+    return flat.norm(dim=1), flat.abs().amax(dim=1)
+
+
+def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    return label == target if target is not None else label != y
+
+
+@torch.no_grad()
+def finish(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+           iterations: torch.Tensor, box: Box = BOX, batch_size: int = 2000) -> AttackResult:
+    """Clip `x_adv` to the box, classify it, and measure distances: the one judge of every attack."""
+    x_adv = x_adv.detach().clamp(*box)
+    label = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x_adv), batch_size)]) \
+        if len(x_adv) else y.clone()
+    l2, linf = norms(x_adv - x)
+    return AttackResult(x_adv=x_adv, success=is_adversarial(label, y, target), l2=l2, linf=linf,
+                        iterations=iterations.to(y.device), label=label)
+
+
+def random_targets(y: torch.Tensor, num_classes: int = 10, seed: int = 0) -> torch.Tensor:
+    """A uniformly random class other than the label, per example, from a seeded generator (the evaluation's
+    default target for targeted attacks, as in Carlini & Wagner 2017)."""
+    gen = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, (len(y),), generator=gen)
+    return ((y.cpu() + shift) % num_classes).to(y.device)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """How far each example is from being adversarial, in logits: positive while the attack has not succeeded.
+
+    Untargeted: Z_y - max_{i != y} Z_i. Targeted: max_{i != t} Z_i - Z_t. (Carlini & Wagner's f_6 without kappa.)
+    """
+    cls = target if target is not None else y
+    own = logits.gather(1, cls[:, None]).squeeze(1)
+    other = logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
+    return other - own if target is not None else own - other

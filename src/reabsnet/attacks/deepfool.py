@@ -1,0 +1,121 @@
+"""DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016), batched, and its two-class step for the modifier.
+
+Each iteration linearises the classifier at the current point and steps to the nearest linearised decision
+boundary among the candidate classes; steps accumulate in r_tot and the point is x + (1 + overshoot) * r_tot.
+Examples that have crossed stop costing compute: the batch is compacted to the still-robust examples every
+iteration. All candidate-class gradients come from one forward pass and K backward passes of the same graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
+
+
+def class_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) at `x` and the input gradients of the logits named in `classes` (N, K): shape (K, N, ...).
+
+    One forward pass, then K backward passes through the retained graph. Measured on the master (CPU, 500
+    images, 10 classes): 1.1 s, against 2.0 s for one vmapped backward (`is_grads_batched`) and 2.1 s for a
+    forward and backward of the batch replicated K times.
+    """
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    k = classes.shape[1]
+    grads = torch.stack([torch.autograd.grad(logits.gather(1, classes[:, j:j + 1]).sum(), x,
+                                             retain_graph=j < k - 1)[0] for j in range(k)])
+    return logits.detach(), grads
+
+
+def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
+             overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10, box: Box = BOX) -> AttackResult:
+    """Multi-class DeepFool away from the label `y` (or, with `target`, toward that class only).
+
+    Defaults from the paper and the authors' deepfool.py: overshoot 0.02, at most 50 iterations, the top-10
+    classes of the original logits as candidates (all of MNIST's). Outputs are clipped to the box. An example
+    the model already misclassifies is returned unchanged after 0 iterations.
+    """
+    check_inputs(x, y, target, box)
+    r_tot = torch.zeros_like(x)
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    with frozen(model):
+        with torch.no_grad():
+            logits0 = model(x)
+        n_classes = logits0.shape[1]
+        if target is None:
+            k = min(candidates, n_classes)
+            # candidate classes: the top-k of the original logits other than the label (deepfool.py uses top-k)
+            order = logits0.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+            cand = order[:, :k - 1]
+        else:
+            cand = target[:, None]
+        idx = torch.arange(len(x), device=x.device)  # examples still running
+        for _ in range(max_iter + 1):
+            xa = (x[idx] + (1 + overshoot) * r_tot[idx]).clamp(*box)
+            ya, ca = y[idx], cand[idx]
+            classes = torch.cat([ya[:, None], ca], dim=1)
+            logits, grads = class_gradients(model, xa, classes)
+            with torch.no_grad():
+                label = logits.argmax(1)
+                running = (label == ya) if target is None else (label != target[idx])
+                running &= iterations[idx] < max_iter
+                if not running.any():
+                    break
+                keep = running.nonzero().squeeze(1)
+                idx, logits, grads, ya, ca = idx[keep], logits[keep], grads[:, keep], ya[keep], ca[keep]
+                w = (grads[1:] - grads[:1]).flatten(2)                               # (K-1, n, D)
+                f = logits.gather(1, ca) - logits.gather(1, ya[:, None])              # (n, K-1)
+                w_norm = w.norm(dim=2).t().clamp_min(1e-12)                          # (n, K-1)
+                dist = f.abs() / w_norm
+                best = dist.argmin(dim=1)
+                pick = torch.arange(len(idx), device=x.device)
+                w_best = w.permute(1, 0, 2)[pick, best]                               # (n, D)
+                # deepfool.py: r_i = (|f| + 1e-4) * w / ||w||^2, accumulated
+                step = (dist[pick, best] + 1e-4) / w_norm[pick, best]
+                r_tot[idx] += (step[:, None] * w_best).view_as(x[idx])
+                iterations[idx] += 1
+        x_adv = x + (1 + overshoot) * r_tot
+        return finish(model, x, x_adv, y, target, iterations, box)
+
+
+def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, threshold: float = 0.5,
+                    overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two-class DeepFool: move each input of a two-output classifier until softmax(logits)[side] >= threshold.
+
+    The boundary is g(x) = Z_other - Z_side + log(threshold / (1 - threshold)) = 0; each step goes to the
+    linearised boundary, r_i = -(|g| + 1e-4) * grad g / ||grad g||^2, accumulated with overshoot, in the box.
+    Inputs already on `side` are returned unchanged. Returns (revised inputs, iterations used, reached side).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
+    bias = math.log(threshold / (1 - threshold))
+    other = 1 - side
+    r_tot = torch.zeros_like(x)
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    with frozen(model):
+        idx = torch.arange(len(x), device=x.device)
+        for _ in range(max_iter + 1):
+            xa = (x[idx] + (1 + overshoot) * r_tot[idx]).clamp(*box).requires_grad_(True)
+            logits = model(xa)
+            g = logits[:, other] - logits[:, side] + bias
+            (grad,) = torch.autograd.grad(g.sum(), xa)
+            with torch.no_grad():
+                done = g <= 0
+                reached[idx] = done
+                running = ~done & (iterations[idx] < max_iter)
+                if not running.any():
+                    break
+                keep = running.nonzero().squeeze(1)
+                idx, g, grad = idx[keep], g[keep], grad[keep]
+                sq = grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24)
+                scale = -(g.abs() + 1e-4) / sq
+                r_tot[idx] += scale.view(-1, *[1] * (x.dim() - 1)) * grad
+                iterations[idx] += 1
+        x_new = (x + (1 + overshoot) * r_tot).clamp(*box)
+        return x_new.detach(), iterations, reached

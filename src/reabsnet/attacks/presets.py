@@ -1,0 +1,50 @@
+"""Named settings for the attacks. Each attack's defaults live in its own signature (the reference values);
+a preset holds only overrides, and says in `note` how it departs from the reference, for every report to print."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reabsnet.errors import ReabsnetError
+
+
+@dataclass(frozen=True)
+class Preset:
+    attack: str
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    note: str = "reference defaults"
+
+
+_PRESETS = [
+    Preset("fgsm", "paper", {"eps": 0.3}, "eps 0.3"),
+    Preset("pgd", "paper", {}, "Madry et al. MNIST: L-inf eps 0.3, step 0.01, 40 steps, random start"),
+    Preset("pgd", "quick", {"steps": 20, "step_size": 0.025}, "reduced: 20 steps of 0.025 (reference 40 of 0.01)"),
+    Preset("deepfool", "paper", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
+    Preset("deepfool", "quick", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
+    Preset("cw-l2", "paper", {}),
+    Preset("cw-l2", "quick", {"binary_search_steps": 5, "max_iterations": 300, "learning_rate": 0.05,
+                              "initial_const": 0.1},
+           "reduced: 5 binary-search steps, 300 iterations, lr 0.05, initial c 0.1 (reference 9, 10000, 0.01, 1e-3)"),
+    Preset("cw-l2", "smoke", {"binary_search_steps": 4, "max_iterations": 100, "learning_rate": 0.1,
+                              "initial_const": 1.0},
+           "reduced: 4 binary-search steps, 100 iterations, lr 0.1, initial c 1 (reference 9, 10000, 0.01, 1e-3)"),
+    Preset("cw-linf", "paper", {}),
+    Preset("cw-linf", "quick", {"max_iterations": 100, "learning_rate": 0.02, "initial_const": 1e-2},
+           "reduced: 100 iterations per c, lr 0.02, initial c 1e-2 (reference 1000, 5e-3, 1e-5)"),
+    Preset("cw-linf", "smoke", {"max_iterations": 40, "learning_rate": 0.05, "initial_const": 1e-1,
+                                "decrease_factor": 0.8},
+           "reduced: 40 iterations per c, lr 0.05, initial c 0.1, tau factor 0.8 (reference 1000, 5e-3, 1e-5, 0.9)"),
+]
+PRESETS: dict[tuple[str, str], Preset] = {(p.attack, p.name): p for p in _PRESETS}
+
+
+def get_preset(attack: str, name: str) -> Preset:
+    """The named preset of `attack`; a preset an attack lacks falls back to its `paper` (reference) settings."""
+    if (attack, name) in PRESETS:
+        return PRESETS[(attack, name)]
+    if name in {p.name for p in _PRESETS} and (attack, "paper") in PRESETS:
+        return PRESETS[(attack, "paper")]
+    names = sorted({p.name for p in _PRESETS})
+    raise ReabsnetError(f"unknown preset {name!r} for attack {attack!r}; choose one of: {', '.join(names)}")

@@ -1,0 +1,38 @@
+"""`key=value` overrides for an attack's keyword settings, typed by the defaults in its signature."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from reabsnet.errors import ReabsnetError
+
+_NOT_SETTINGS = {"model", "x", "y", "target", "box"}
+
+
+def attack_settings(attack: Callable) -> dict[str, Any]:
+    """The attack's settings and their defaults, as its signature declares them."""
+    return {name: p.default for name, p in inspect.signature(attack).parameters.items()
+            if name not in _NOT_SETTINGS and p.default is not inspect.Parameter.empty}
+
+
+def parse_settings(attack: Callable, items: Sequence[str]) -> dict[str, Any]:
+    defaults = attack_settings(attack)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in defaults:
+            raise ReabsnetError(f"setting {item!r}: expected KEY=VALUE with KEY one of: {', '.join(defaults)}")
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes")
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise ReabsnetError(f"setting {item!r}: {value!r} is not a valid {kind.__name__}") from None
+    return out
