@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, margin
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, margin
 
 
 def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -29,13 +29,16 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
         eps: float = 0.3, step_size: float = 0.01, steps: int = 40, norm: str = "linf", random_start: bool = True,
-        restarts: int = 1, loss: str = "ce", seed: int = 0, box: Box = BOX) -> AttackResult:
+        restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0, box: Box = BOX
+        ) -> AttackResult:
     """Iterated signed (L-inf) or normalised (L2) gradient steps on the loss, projected onto the eps-ball and the
     box. Defaults: Madry et al.'s MNIST challenge config.json (eps 0.3, step 0.01, 40 steps, random start).
 
     loss: "ce" (cross-entropy, Madry) or "margin" (Carlini & Wagner's logit margin, robust to saturated softmax).
     restarts: each restart runs only on the examples no earlier restart has fooled; per example the first
     adversarial result is kept, else the one of the last restart.
+    early_stop: every 5 steps, examples already adversarial are set aside and stop costing compute (Madry's
+    code runs all 40 steps on every example; the success rate is the same, the found points are closer).
     """
     check_inputs(x, y, target, box)
     if norm not in ("linf", "l2"):
@@ -49,11 +52,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Ten
     todo = torch.arange(len(x), device=x.device)
     with frozen(model):
         for _ in range(max(1, restarts)):
-            xs, ys = x[todo], y[todo]
-            ts = target[todo] if target is not None else None
+            run = todo                       # examples this restart still works on
+            xs, ys = x[run], y[run]
+            ts = target[run] if target is not None else None
             delta = _random_start(xs, eps, norm, gen) if random_start else torch.zeros_like(xs)
             delta = (xs + delta).clamp(*box) - xs
-            for _ in range(steps):
+            for step in range(steps):
                 delta.requires_grad_(True)
                 logits = model(xs + delta)
                 if loss == "ce":
@@ -63,15 +67,29 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Ten
                     value = -margin(logits, ys, ts).sum()
                 (grad,) = torch.autograd.grad(value, delta)
                 with torch.no_grad():
+                    delta = delta.detach()
+                    if early_stop and step and step % 5 == 0:   # one host sync per 5 steps
+                        hit = is_adversarial(logits.argmax(1), ys, ts)
+                        if hit.any():
+                            best[run[hit]] = xs[hit] + delta[hit]
+                            iterations[run[hit]] += step
+                            keep = ~hit
+                            run, xs, ys, delta, grad = run[keep], xs[keep], ys[keep], delta[keep], grad[keep]
+                            ts = ts[keep] if ts is not None else None
+                            if len(run) == 0:
+                                break
                     if norm == "linf":
-                        step = step_size * grad.sign()
+                        delta = delta + step_size * grad.sign()
                     else:
-                        step = step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-                    delta = _project(delta + step, eps, norm)
+                        delta = delta + step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+                    delta = _project(delta, eps, norm)
                     delta = (xs + delta).clamp(*box) - xs
-            iterations[todo] += steps
-            result = finish(model, xs, xs + delta, ys, ts, iterations[todo], box)
-            best[todo] = result.x_adv
+            else:
+                iterations[run] += steps
+            if len(run):
+                best[run] = (xs + delta).detach()
+            result = finish(model, x[todo], best[todo], y[todo], target[todo] if target is not None else None,
+                            iterations[todo], box)
             todo = todo[~result.success]
             if len(todo) == 0:
                 break

@@ -1,0 +1,171 @@
+"""Our attacks beside foolbox, ART and torchattacks: same process, model, images and settings.
+
+    python -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install torch==2.13.0 -e . foolbox \
+        adversarial-robustness-toolbox packaging && /tmp/benchenv/bin/pip install --no-deps torchattacks
+    /tmp/benchenv/bin/python bench/attacks.py --model ~/.cache/reabsnet/runs/mnist/quick/master.safetensors
+
+Prints per attack and library: images/s, success rate, median L2 and L-inf of the successful examples, and our
+speed-up over the fastest peer. Peers that lack an attack are skipped. Timings are wall clock on whatever device
+the model is on; compare ratios, not absolute numbers, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from reabsnet import data
+from reabsnet.attacks import ATTACKS, finish, get_preset
+from reabsnet.models import load_model, place
+
+BOX = (-0.5, 0.5)
+
+
+class Shifted(nn.Module):
+    """The model on [0, 1] inputs, for torchattacks, which assumes that range (distances are unchanged)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x - 0.5)
+
+
+def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Callable]]:
+    """attack -> library -> fn(x, y) returning adversarial x in [-0.5, 0.5]."""
+    out: dict[str, dict[str, Callable]] = {k: {} for k in settings}
+    pgd, df, l2, li = settings["pgd"], settings["deepfool"], settings["cw-l2"], settings["cw-linf"]
+    try:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=BOX)
+
+        def run_fb(attack, eps=None):
+            return lambda x, y: attack(fmodel, x, y, epsilons=eps)[1]
+
+        out["fgsm"]["foolbox"] = run_fb(fb.attacks.FGSM(), settings["fgsm"]["eps"])
+        out["pgd"]["foolbox"] = run_fb(fb.attacks.LinfPGD(abs_stepsize=pgd["step_size"], steps=pgd["steps"],
+                                                          random_start=True), pgd["eps"])
+        out["deepfool"]["foolbox"] = run_fb(fb.attacks.L2DeepFoolAttack(
+            steps=df["max_iter"], candidates=df["candidates"], overshoot=df["overshoot"], loss="logits"))
+        out["cw-l2"]["foolbox"] = run_fb(fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=l2["binary_search_steps"], steps=l2["max_iterations"], stepsize=l2["learning_rate"],
+            confidence=l2["confidence"], initial_const=l2["initial_const"], abort_early=True))
+    except ImportError:
+        pass
+    try:
+        from art.attacks.evasion import (
+            CarliniL2Method,
+            CarliniLInfMethod,
+            DeepFool,
+            FastGradientMethod,
+            ProjectedGradientDescent,
+        )
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                                clip_values=BOX, device_type="gpu" if next(model.parameters()).is_cuda else "cpu")
+
+        def run_art(attack):
+            return lambda x, y: torch.from_numpy(attack.generate(x.cpu().numpy(), y=np.eye(10)[y.cpu().numpy()]))
+
+        n = 10 ** 6
+        out["fgsm"]["ART"] = run_art(FastGradientMethod(clf, eps=settings["fgsm"]["eps"], batch_size=n))
+        out["pgd"]["ART"] = run_art(ProjectedGradientDescent(clf, eps=pgd["eps"], eps_step=pgd["step_size"],
+                                                             max_iter=pgd["steps"], num_random_init=1, batch_size=n,
+                                                             verbose=False))
+        out["deepfool"]["ART"] = run_art(DeepFool(clf, max_iter=df["max_iter"], epsilon=df["overshoot"],
+                                                  nb_grads=df["candidates"], batch_size=n, verbose=False))
+        out["cw-l2"]["ART"] = run_art(CarliniL2Method(
+            clf, confidence=l2["confidence"], learning_rate=l2["learning_rate"],
+            binary_search_steps=l2["binary_search_steps"], max_iter=l2["max_iterations"],
+            initial_const=l2["initial_const"], batch_size=n, verbose=False))
+        out["cw-linf"]["ART"] = run_art(CarliniLInfMethod(
+            clf, confidence=li["confidence"], learning_rate=li["learning_rate"], max_iter=li["max_iterations"],
+            batch_size=n, verbose=False))
+    except ImportError:
+        pass
+    try:
+        import torchattacks as ta
+
+        shifted = Shifted(model).eval()
+
+        def run_ta(attack):
+            return lambda x, y: attack(x + 0.5, y) - 0.5
+
+        out["fgsm"]["torchattacks"] = run_ta(ta.FGSM(shifted, eps=settings["fgsm"]["eps"]))
+        out["pgd"]["torchattacks"] = run_ta(ta.PGD(shifted, eps=pgd["eps"], alpha=pgd["step_size"],
+                                                   steps=pgd["steps"], random_start=True))
+        out["deepfool"]["torchattacks"] = run_ta(ta.DeepFool(shifted, steps=df["max_iter"],
+                                                             overshoot=df["overshoot"]))
+        # torchattacks' CW has no binary search over c: one run at the initial constant
+        out["cw-l2"]["torchattacks"] = run_ta(ta.CW(shifted, c=l2["initial_const"], kappa=l2["confidence"],
+                                                    steps=l2["max_iterations"], lr=l2["learning_rate"]))
+    except ImportError:
+        pass
+    return out
+
+
+def _median(v: torch.Tensor, ok: torch.Tensor) -> str:
+    return f"{v[ok].median():.3f}" if ok.any() else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--preset", default="quick", help="settings for every library (default: quick)")
+    parser.add_argument("--n", type=int, default=500, help="images for FGSM, PGD and DeepFool")
+    parser.add_argument("--n-cw", type=int, default=100, help="images for CW-L2 and CW-Linf")
+    parser.add_argument("--attacks", default="fgsm,pgd,deepfool,cw-l2,cw-linf")
+    parser.add_argument("--libraries", default="reabsnet,foolbox,ART,torchattacks")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model, _ = load_model(args.model)
+    model = place(model, "cuda" if torch.cuda.is_available() else "cpu").eval()
+    device = next(model.parameters()).device
+    x_all, y_all = data.load("mnist").split("test")
+    names = args.attacks.split(",")
+    libraries = args.libraries.split(",")
+    settings = {}
+    for name in ATTACKS:
+        import inspect
+
+        sig = inspect.signature(ATTACKS[name])
+        settings[name] = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+        settings[name].update(get_preset(name, args.preset).settings)
+    table = peers(model, settings)
+    print("| attack | library | images | images/s | success | median L2 | median Linf | our speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        n = args.n_cw if name.startswith("cw") else args.n
+        x, y = x_all[:n].to(device), y_all[:n].to(device)
+        runs = {"reabsnet": lambda x, y, name=name: ATTACKS[name](model, x, y, **get_preset(name, args.preset)
+                                                                  .settings).x_adv}
+        runs.update(table.get(name, {}))
+        rows = {}
+        for lib, fn in runs.items():
+            if lib not in libraries:
+                continue
+            fn(x[:4], y[:4])                  # warm-up: one-off kernel and library initialisation
+            start = time.perf_counter()
+            x_adv = fn(x, y)
+            seconds = time.perf_counter() - start
+            res = finish(model, x, torch.as_tensor(x_adv).to(device).float().view_as(x),
+                         y, None, torch.zeros_like(y), BOX)
+            rows[lib] = (n / seconds, res.success.float().mean().item(), _median(res.l2, res.success),
+                         _median(res.linf, res.success))
+        fastest = max((v[0] for k, v in rows.items() if k != "reabsnet"), default=None)
+        for lib, (speed, rate, l2, linf) in rows.items():
+            up = f"{speed / fastest:.1f}x" if lib == "reabsnet" and fastest else ""
+            print(f"| {name} | {lib} | {n} | {speed:.1f} | {rate:.1%} | {l2} | {linf} | {up} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
