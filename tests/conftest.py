@@ -77,3 +77,14 @@ def small_model(mnist):
     fit(model, mnist.split("train"), tuple(t[:500] for t in mnist.split("val")), cfg,
         loss_fn=cross_entropy_at(1.0), generator=gen, desc="small")
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(shared_home, smoke_master):
+    """The whole smoke reproduction (about two minutes on 2 cores), run once per session."""
+    import torch
+
+    from reabsnet.profiles import get_profile
+    from reabsnet.reproduce import reproduce
+
+    return reproduce(get_profile("smoke"), torch.device("cpu"), home=shared_home, command="test")

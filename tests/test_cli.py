@@ -104,3 +104,28 @@ def test_attack_cli_bad_input_is_one_line(shared_home, smoke_master, args, messa
     proc = _cli("attack", "--model", str(model), "--home", str(shared_home), *args)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_classify_images_and_batches_and_reports_bad_files(smoke_run, shared_home, mnist, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    x, y = mnist.split("test")
+    digit = ((x[0, 0].numpy() + 0.5) * 255).round().astype(np.uint8)
+    Image.fromarray(digit).resize((56, 56)).convert("RGB").save(tmp_path / "big.png")
+    np.save(tmp_path / "batch.npy", x[:3].numpy())
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    proc = _cli("classify", str(tmp_path / "big.png"), str(tmp_path / "bad.png"), str(tmp_path / "batch.npy"),
+                "--profile", "smoke", "--home", str(shared_home))
+    out = proc.stdout.strip().splitlines()
+    assert proc.returncode == 2                                     # one input failed
+    assert [line.split(":")[0] for line in out] == ["big.png", "batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]
+    assert f"label {int(y[0])}" in out[0] and "guardian:" in out[0] and "P(adversarial)" in out[0]
+    assert "converted to 28x28 grayscale" in proc.stderr
+    assert "bad.png: not a readable image" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_classify_without_trained_models_is_one_line(tmp_path):
+    proc = _cli("classify", "x.png", "--profile", "smoke", "--home", str(tmp_path))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "reabsnet reproduce" in lines[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument("--no-distill", action="store_true", help="train at temperature 1, without distillation")
     _common(master)
     master.set_defaults(run=cmd_train_master)
+
+    repro = sub.add_parser("reproduce", help="the whole paper: master, guardian, attacks, Tables 1-2, Figure 4")
+    _profile_args(repro)
+    repro.add_argument("--copy-to", metavar="DIR", help="also copy REPORT.md, results.json and the figure to DIR")
+    _common(repro)
+    repro.set_defaults(run=cmd_reproduce)
+
+    classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
+    classify.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG images or .npy/.npz batches")
+    classify.add_argument("--profile", default="quick", help="whose trained models to use (default: quick)")
+    classify.add_argument("--master", metavar="PATH", help="master checkpoint (default: the profile's)")
+    classify.add_argument("--guardian", metavar="PATH", help="guardian checkpoint (default: the profile's)")
+    classify.add_argument("--threshold", type=float, help="flag when P(adversarial) exceeds this (default: profile)")
+    classify.add_argument("--invert", action="store_true", help="invert images (dark digits on a light ground)")
+    classify.add_argument("--dataset", default="mnist")
+    classify.add_argument("--device", default="auto")
+    _common(classify)
+    classify.set_defaults(run=cmd_classify)
 
     attack = sub.add_parser("attack", help="run an attack on a trained model and save the adversarial set")
     attack.add_argument("--model", required=True, metavar="PATH", help="a .safetensors checkpoint made by reabsnet")
@@ -104,6 +123,70 @@ def cmd_train_master(args) -> None:
           f"on {len(splits.test_y):,} images")
 
 
+def cmd_reproduce(args) -> None:
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    from reabsnet.reproduce import reproduce
+    from reabsnet.runtime import resolve_device
+
+    profile = _profile(args)
+    device = resolve_device(args.device)
+    command = "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "reabsnet reproduce"
+    out = reproduce(profile, device, home=args.home, command=command)
+    if args.copy_to:
+        dest = Path(args.copy_to)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("REPORT.md", "results.json", "figure4.png"):
+            shutil.copyfile(out / name, dest / name)
+        out = dest
+    print(f"report: {out / 'REPORT.md'}")
+
+
+def cmd_classify(args) -> int:
+    import torch
+
+    from reabsnet.data.images import read_inputs
+    from reabsnet.defense import ReabsNet
+    from reabsnet.models import load_model, place
+    from reabsnet.profiles import get_profile
+    from reabsnet.runtime import resolve_device
+    from reabsnet.stages import run_dir
+
+    profile = get_profile(args.profile)
+    device = resolve_device(args.device)
+    run = run_dir(args.dataset, profile.name, args.home)
+    paths = {"master": args.master or run / "master.safetensors",
+             "guardian": args.guardian or run / "guardian.safetensors"}
+    for role, path in paths.items():
+        if not os.path.exists(path):
+            raise ReabsnetError(f"no {role} at {path}; train it with `reabsnet reproduce --profile {profile.name}` "
+                                f"or pass --{role} PATH")
+    master = place(load_model(paths["master"], expect="master")[0], device)
+    guardian = place(load_model(paths["guardian"], expect="guardian")[0], device)
+    threshold = args.threshold if args.threshold is not None else profile.modifier.threshold
+    if not 0 < threshold < 1:
+        raise ReabsnetError(f"--threshold {threshold}: must lie strictly between 0 and 1")
+    m = profile.modifier
+    defended = ReabsNet(master, guardian, threshold=threshold, overshoot=m.overshoot, max_iter=m.max_iter).eval()
+    failed = 0
+    for item in args.inputs:
+        try:
+            names, x = read_inputs(item, invert=args.invert)
+        except ReabsnetError as e:
+            print(f"reabsnet: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        pred = defended.predict_batches(x.to(torch.float32))
+        for i, name in enumerate(names):
+            verdict = "adversarial" if pred.flagged[i] else "natural"
+            revised = f"revised (L2 {pred.revision_l2[i]:.3f})" if pred.flagged[i] else "not revised"
+            print(f"{name}: label {int(pred.label[i])}; guardian: {verdict} "
+                  f"(P(adversarial) {pred.p_adversarial[i]:.3f}); {revised}")
+    return 2 if failed else 0
+
+
 def cmd_attack(args) -> None:
     import json
     from pathlib import Path
@@ -148,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="reabsnet: %(message)s",
                         stream=sys.stderr)
     try:
-        args.run(args)
+        code = args.run(args)
     except ReabsnetError as e:
         print(f"reabsnet: error: {e}", file=sys.stderr)
         return 2
@@ -161,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reabsnet: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

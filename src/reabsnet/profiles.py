@@ -30,6 +30,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GuardianConfig:
+    """The guardian's training data (DeepFool on the master, paper section 4.2) and its training run."""
+
+    train_images: int = 0            # DeepFool on the first N training images; 0 = all 55,000 (the paper)
+    val_images: int = 0              # ... and on the first N validation images; 0 = all 5,000
+    shard_size: int = 5000           # DeepFool runs in shards saved as they finish, so a rerun resumes
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=128, lr=0.02))
+
+
+@dataclass(frozen=True)
+class ModifierConfig:
+    """The modifier: two-class DeepFool against the guardian (paper section 3.6)."""
+
+    threshold: float = 0.5           # flagged when P(adversarial) > threshold; revised until P(natural) >= it
+    overshoot: float = 0.02          # DeepFool's overshoot (Moosavi-Dezfooli et al. 2016)
+    max_iter: int = 50               # DeepFool's iteration cap
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The paper's evaluation (section 4.2): attacks on the master, first N test images."""
+
+    n: int = 1000                    # FGSM, DeepFool, CW-L2 untargeted / targeted: 1,000 images in the paper
+    n_cw_l2: int = 1000              # CW-L2 on its own count: it is the slowest attack on a CPU
+    n_cw_linf: int = 100             # CW-L-inf untargeted / targeted: 100 images in the paper
+    preset: str = "paper"            # attack settings (reabsnet.attacks.presets); reports print the departures
+    target_seed: int = 0             # seed of the random targets of targeted attacks
+    figure_examples: int = 4         # examples per attack in Figure 4
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     dataset: str = "mnist"
@@ -39,6 +70,9 @@ class Profile:
     temperature: float = 100.0
     init_epochs: int = 1             # train_models.py: teacher and student start from one epoch at T = 1
     master: TrainConfig = field(default_factory=TrainConfig)
+    guardian: GuardianConfig = field(default_factory=GuardianConfig)
+    modifier: ModifierConfig = field(default_factory=ModifierConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,14 +80,23 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         init_epochs=1,
         master=TrainConfig(epochs=2, batch_size=128, lr=0.05, train_size=6000),
+        guardian=GuardianConfig(train_images=3000, val_images=500, shard_size=1500,
+                                train=TrainConfig(epochs=2, batch_size=128, lr=0.02)),
+        eval=EvalConfig(n=100, n_cw_l2=30, n_cw_linf=10, preset="smoke", figure_examples=2),
     ),
     "quick": Profile(
         name="quick",
         master=TrainConfig(epochs=3, batch_size=128, lr=0.05),
+        guardian=GuardianConfig(train_images=20000, val_images=2000, shard_size=5000,
+                                train=TrainConfig(epochs=3, batch_size=128, lr=0.02)),
+        eval=EvalConfig(n=1000, n_cw_l2=200, n_cw_linf=50, preset="quick"),
     ),
     "paper": Profile(
         name="paper",
         master=TrainConfig(epochs=30, batch_size=128, lr=0.05),
+        # CW at the reference settings (10,000 iterations x 9 binary-search steps) takes hours per 1,000 images on
+        # a 2-core CPU; on a CPU the paper profile uses the quick CW presets (override: --set eval.preset=paper).
+        eval=EvalConfig(n=1000, n_cw_l2=1000, n_cw_linf=100, preset="quick"),
     ),
 }
 

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's tables and figure, detection statistics, and the report."""

@@ -1,0 +1,132 @@
+"""The paper's evaluation (section 4.3): attack sets crafted against the master, Tables 1 and 2, clean accuracy.
+
+Threat model (the paper's): the attacker knows the master only; ReabsNet then sees the adversarial examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from reabsnet.artifacts import is_valid, stage_key
+from reabsnet.attacks import get_attack, get_preset, random_targets
+from reabsnet.attacks.run import load_set, run_attack, save_set
+from reabsnet.data import Splits
+from reabsnet.defense import ReabsNet
+from reabsnet.evaluation.stats import detection_at_fpr, rate, roc_auc
+from reabsnet.profiles import Profile
+from reabsnet.train.loop import predict_logits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    key: str          # name in tables and files
+    title: str        # as the paper's tables write it
+    attack: str       # reabsnet.attacks name
+    targeted: bool
+
+
+ATTACK_SPECS = [
+    AttackSpec("fgsm", "FGSM", "fgsm", False),
+    AttackSpec("deepfool", "DeepFool", "deepfool", False),
+    AttackSpec("cw-l2-u", "CW L2 untargeted", "cw-l2", False),
+    AttackSpec("cw-l2-t", "CW L2 targeted", "cw-l2", True),
+    AttackSpec("cw-linf-u", "CW Linf untargeted", "cw-linf", False),
+    AttackSpec("cw-linf-t", "CW Linf targeted", "cw-linf", True),
+]
+
+# The paper's numbers (Tables 1 and 2; clean accuracy in section 4.3.2), printed beside ours.
+PAPER = {
+    "natural_pass": 0.9926, "clean_master": 0.9905, "clean_reabsnet": 0.9905,
+    "detection": {"fgsm": None, "deepfool": 0.980, "cw-l2-u": 0.983, "cw-l2-t": 0.999, "cw-linf-u": 0.99,
+                  "cw-linf-t": 1.0},
+    "master_only": {"fgsm": 0.998, "deepfool": 0.0, "cw-l2-u": 0.001, "cw-l2-t": 0.001, "cw-linf-u": 0.0,
+                    "cw-linf-t": 0.0},
+    "reabsnet": {"fgsm": 1.0, "deepfool": 0.709, "cw-l2-u": 0.983, "cw-l2-t": 0.962, "cw-linf-u": 0.99,
+                 "cw-linf-t": 0.95},
+}
+
+
+def set_size(profile: Profile, spec: AttackSpec) -> int:
+    cfg = profile.eval
+    return {"cw-l2": cfg.n_cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
+
+
+def attack_sets(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, out: Path,
+                timings: dict) -> dict[str, tuple[dict, dict]]:
+    """Build (or reuse) each attack set against the master on the first test images; key -> (arrays, sidecar)."""
+    x_test, y_test = splits.split("test")
+    sets = {}
+    for spec in ATTACK_SPECS:
+        n = set_size(profile, spec)
+        preset = get_preset(spec.attack, profile.eval.preset)
+        path = out / "attacks" / f"{spec.key}.npz"
+        key = stage_key("attack-set", spec.key, preset.settings, n, profile.eval.target_seed, master_meta["sha256"],
+                        splits.sha256)
+        if not is_valid(path, key):
+            began = time.perf_counter()
+            x, y = x_test[:n], y_test[:n]
+            target = random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None
+            result = run_attack(get_attack(spec.attack), master, x, y, target=target, settings=preset.settings,
+                                desc=spec.title)
+            seconds = time.perf_counter() - began
+            save_set(path, x, y, target, result, {
+                "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
+                "preset_note": preset.note, "settings": preset.settings, "n": n, "seconds": seconds,
+                "target_seed": profile.eval.target_seed, "model_sha256": master_meta["sha256"]})
+            timings[f"attack {spec.key}"] = seconds
+        sets[spec.key] = load_set(path)
+    return sets
+
+
+def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Every number of Tables 1 and 2, clean accuracy, and the guardian's held-out detection metrics.
+
+    Returns (results, per-example predictions for the figure)."""
+    x_test, y_test = splits.split("test")
+    master = defended.master
+    clean_master = predict_logits(master, x_test).argmax(1) == y_test
+    natural = defended.predict_batches(x_test)
+    clean_reabsnet = natural.label == y_test
+    results = {
+        "clean": {"master": rate(clean_master), "reabsnet": rate(clean_reabsnet)},
+        "natural_pass": rate(~natural.flagged),
+        "natural_revision": {"revised": int(natural.flagged.sum()),
+                             "median_l2": _median(natural.revision_l2[natural.flagged])},
+        "attacks": {},
+    }
+    predictions = {"natural": natural}
+    for spec in ATTACK_SPECS:
+        arrays, meta = sets[spec.key]
+        y, adversarial = arrays["y"], arrays["success"].bool()
+        pred = defended.predict_batches(arrays["x_adv"])
+        predictions[spec.key] = pred
+        detected = pred.flagged[adversarial]
+        results["attacks"][spec.key] = {
+            "title": spec.title, "n": len(y), "preset": meta["preset"], "preset_note": meta["preset_note"],
+            "settings": meta["settings"], "attack_seconds": meta.get("seconds"),
+            "attack_success": rate(adversarial),
+            "median_l2": _median(arrays["l2"][adversarial]), "median_linf": _median(arrays["linf"][adversarial]),
+            "detection": rate(detected),
+            "master_only": rate(arrays["label"] == y),
+            "reabsnet": rate(pred.label == y),
+            "revised_natural_after": rate(pred.natural_after[pred.flagged]),
+            "revision_median_l2": _median(pred.revision_l2[pred.flagged]),
+            "revision_mean_iterations": float(pred.iterations[pred.flagged].float().mean())
+            if pred.flagged.any() else None,
+            "roc_auc": roc_auc(natural.p_adversarial, pred.p_adversarial[adversarial]),
+            "detection_at_fpr_1": detection_at_fpr(natural.p_adversarial, pred.p_adversarial[adversarial], 0.01),
+            "detection_at_fpr_5": detection_at_fpr(natural.p_adversarial, pred.p_adversarial[adversarial], 0.05),
+        }
+    return results, predictions
+
+
+def _median(v: torch.Tensor) -> float | None:
+    return float(v.median()) if len(v) else None

@@ -1,0 +1,55 @@
+"""Rates with their uncertainty, and detection metrics (ROC)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a rate k/n (Wilson 1927); (nan, nan) when n is 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(mask: torch.Tensor) -> dict:
+    """A boolean tensor's rate, count and 95% interval, as stored in results.json."""
+    k, n = int(mask.sum()), int(mask.numel())
+    lo, hi = wilson(k, n)
+    return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi] if n else None}
+
+
+def roc(negatives: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """False- and true-positive rates of the score threshold swept from +inf down (higher score = positive)."""
+    scores = torch.cat([negatives, positives]).double()
+    labels = torch.cat([torch.zeros(len(negatives)), torch.ones(len(positives))]).double()
+    order = scores.argsort(descending=True)
+    scores, labels = scores[order], labels[order]
+    tp, fp = labels.cumsum(0), (1 - labels).cumsum(0)
+    last = torch.ones(len(scores), dtype=torch.bool)        # keep one point per distinct score (ties)
+    last[:-1] = scores[1:] != scores[:-1]
+    zero = torch.zeros(1, dtype=torch.double)
+    return torch.cat([zero, fp[last] / max(len(negatives), 1)]), torch.cat([zero, tp[last] / max(len(positives), 1)])
+
+
+def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """Area under the ROC curve (the probability a random positive outscores a random negative, ties half)."""
+    if len(negatives) == 0 or len(positives) == 0:
+        return float("nan")
+    fpr, tpr = roc(negatives, positives)
+    return float(torch.trapezoid(tpr, fpr))
+
+
+def detection_at_fpr(negatives: torch.Tensor, positives: torch.Tensor, fpr: float) -> float:
+    """Detection rate at the threshold that flags at most `fpr` of the negatives."""
+    if len(negatives) == 0 or len(positives) == 0:
+        return float("nan")
+    k = int(math.floor(fpr * len(negatives)))
+    ranked = negatives.sort(descending=True).values
+    threshold = ranked[k] if k < len(ranked) else ranked[-1] - 1
+    return float((positives > threshold).float().mean())

@@ -1,0 +1,101 @@
+"""The guardian's data and training (paper sections 3.4 and 4.2).
+
+Data: DeepFool against the (distilled) master on the training split and on the validation split. It is the
+longest stage, so it runs in shards, each saved (atomically, with its key) as it finishes; a rerun skips the shards
+that verify. An image DeepFool cannot push across the master's boundary, or one the master already misclassifies
+(DeepFool returns it unchanged), is no adversarial example: it is counted and left out together with its natural
+twin, so the two-class set stays balanced: each kept image appears once natural (class 0) and once adversarial
+(class 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from reabsnet.artifacts import is_valid, load_tensors, save_tensors, stage_key
+from reabsnet.attacks import deepfool
+from reabsnet.attacks.run import run_attack
+from reabsnet.data import Splits
+from reabsnet.defense import ADVERSARIAL, NATURAL
+from reabsnet.models import create_model, place
+from reabsnet.profiles import Profile
+from reabsnet.runtime import seed_everything
+from reabsnet.stages import cached_model, run_dir
+from reabsnet.train.loop import cross_entropy_at, fit
+
+log = logging.getLogger(__name__)
+
+
+def deepfool_split(master: nn.Module, master_sha: str, splits: Splits, split: str, n: int, shard_size: int,
+                   out: Path) -> dict[str, torch.Tensor]:
+    """DeepFool (reference settings) on the first `n` images of `split` (0 = all), shard by shard, resuming from
+    the shards already on disk. Returns x, x_adv, y, success, iterations, l2 for the whole range."""
+    x, y = splits.split(split)
+    n = n or len(x)
+    x, y = x[:n], y[:n]
+    parts = []
+    for start in range(0, n, shard_size):
+        stop = min(start + shard_size, n)
+        path = out / f"deepfool-{split}-{start:05d}-{stop:05d}.safetensors"
+        key = stage_key("deepfool-shard", master_sha, splits.sha256, split, start, stop)
+        if is_valid(path, key):
+            tensors, _ = load_tensors(path)
+        else:
+            began = time.perf_counter()
+            res = run_attack(deepfool, master, x[start:stop], y[start:stop], batch_size=500,
+                             desc=f"DeepFool {split} {start:,}-{stop:,} of {n:,}")
+            tensors = {"x_adv": res.x_adv, "success": res.success, "iterations": res.iterations, "l2": res.l2}
+            save_tensors(path, tensors, {"key": key, "split": split, "start": start, "stop": stop,
+                                         "seconds": time.perf_counter() - began})
+            log.info("DeepFool %s %d-%d: %.1f%% adversarial (%.0f s)", split, start, stop,
+                     100 * res.success.float().mean(), time.perf_counter() - began)
+        parts.append(tensors)
+    merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return {"x": x, "y": y, **merged}
+
+
+def two_class_set(adv: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Natural (0) and adversarial (1) images of the examples DeepFool really moved across the boundary."""
+    usable = adv["success"].bool() & (adv["iterations"] > 0)
+    x = torch.cat([adv["x"][usable], adv["x_adv"][usable]])
+    labels = torch.cat([torch.full((int(usable.sum()),), NATURAL), torch.full((int(usable.sum()),), ADVERSARIAL)])
+    stats = {"images": len(usable), "kept": int(usable.sum()),
+             "deepfool_failed": int((~adv["success"].bool()).sum()),
+             "already_misclassified": int((adv["success"].bool() & (adv["iterations"] == 0)).sum()),
+             "median_l2": float(adv["l2"][usable].median()) if usable.any() else None}
+    return x, labels, stats
+
+
+def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, device: torch.device,
+                   home: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """Build (or reuse) the guardian-data shards, then train (or reuse) the guardian on the two-class set."""
+    out = run_dir(splits.name, profile.name, home)
+    cfg = profile.guardian
+    train_adv = deepfool_split(master, master_meta["sha256"], splits, "train", cfg.train_images, cfg.shard_size,
+                               out / "guardian-data")
+    val_adv = deepfool_split(master, master_meta["sha256"], splits, "val", cfg.val_images, cfg.shard_size,
+                             out / "guardian-data")
+    key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256)
+
+    def build() -> tuple[nn.Module, dict]:
+        x_train, y_train, train_stats = two_class_set(train_adv)
+        x_val, y_val, val_stats = two_class_set(val_adv)
+        gen = seed_everything(profile.seed + 10)
+        model = place(create_model("guardian"), device)
+        began = time.perf_counter()
+        history = fit(model, (x_train, y_train), (x_val, y_val), cfg.train, loss_fn=cross_entropy_at(1.0),
+                      generator=gen, desc="guardian")
+        return model, {"profile": profile.name, "seed": profile.seed, "config": dataclasses.asdict(cfg),
+                       "master_sha256": master_meta["sha256"], "data_sha256": splits.sha256,
+                       "train_set": train_stats, "val_set": val_stats,
+                       "training": {"val_accuracy": history.val_accuracy, "train_loss": history.train_loss,
+                                    "best_epoch": history.best_epoch, "seconds": time.perf_counter() - began},
+                       "metrics": {"val_accuracy": history.best_val_accuracy}}
+
+    return cached_model(out / "guardian.safetensors", key, build, device)

@@ -1,0 +1,69 @@
+"""ReabsNet as a module: the guardian gates, the modifier revises only what it flags, the master decides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reabsnet.defense import ReabsNet, revise
+from reabsnet.models import load_model
+
+
+@pytest.fixture(scope="module")
+def guardian(smoke_run):
+    return load_model(smoke_run / "guardian.safetensors", expect="guardian")[0].eval()
+
+
+@pytest.fixture(scope="module")
+def inputs(mnist, smoke_run):
+    from reabsnet.attacks.run import load_set
+
+    arrays, _ = load_set(smoke_run / "attacks" / "deepfool.npz")
+    x_nat = mnist.split("test")[0][:32]
+    return torch.cat([x_nat, arrays["x_adv"][:32]])
+
+
+def test_unflagged_inputs_go_to_the_master_unchanged(smoke_master, guardian, inputs):
+    net = ReabsNet(smoke_master, guardian).eval()
+    pred = net.predict(inputs)
+    keep = ~pred.flagged
+    assert keep.any() and pred.flagged.any()
+    torch.testing.assert_close(pred.logits[keep], smoke_master(inputs[keep]))
+    assert torch.equal(pred.x[keep], inputs[keep]) and (pred.revision_l2[keep] == 0).all()
+    torch.testing.assert_close(net(inputs), pred.logits)
+
+
+def test_flagged_inputs_are_revised_toward_natural(smoke_master, guardian, inputs):
+    net = ReabsNet(smoke_master, guardian, threshold=0.5).eval()
+    pred = net.predict(inputs)
+    f = pred.flagged
+    assert (pred.revision_l2[f] > 0).all() and (pred.iterations[f] > 0).all()
+    after = guardian(pred.x[f]).softmax(1)[:, 0]
+    assert torch.equal(after[pred.natural_after[f]] >= 0.5, torch.ones(int(pred.natural_after[f].sum()),
+                                                                          dtype=torch.bool))
+    assert pred.natural_after[f].float().mean() > 0.9
+    assert pred.x.min() >= -0.5 and pred.x.max() <= 0.5
+
+
+def test_threshold_controls_what_is_flagged(smoke_master, guardian, inputs):
+    strict = ReabsNet(smoke_master, guardian, threshold=0.05).predict(inputs).flagged
+    loose = ReabsNet(smoke_master, guardian, threshold=0.95).predict(inputs).flagged
+    assert strict.sum() >= loose.sum() and (strict | ~loose).all()
+    with pytest.raises(ValueError):
+        ReabsNet(smoke_master, guardian, threshold=1.0)
+
+
+def test_works_under_no_grad_and_passes_gradients_straight_through(smoke_master, guardian, inputs):
+    net = ReabsNet(smoke_master, guardian).eval()
+    with torch.no_grad():
+        logits = net(inputs)
+    x = inputs.clone().requires_grad_(True)
+    net(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(net(inputs), logits)
+
+
+def test_revise_records_what_it_did(guardian, inputs):
+    rev = revise(guardian, inputs[32:40], max_iter=3)
+    assert rev.x.shape == inputs[32:40].shape and (rev.iterations <= 3).all()
+    torch.testing.assert_close(rev.l2, (rev.x - inputs[32:40]).flatten(1).norm(dim=1))
