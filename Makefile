@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 reproduce: $(STAMP)
 	$(BIN)/reabsnet data fetch
-	$(BIN)/reabsnet train master --profile $(PROFILE)
+	$(BIN)/reabsnet reproduce --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -169,7 +169,8 @@ def cmd_classify(args) -> int:
     if not 0 < threshold < 1:
         raise ReabsnetError(f"--threshold {threshold}: must lie strictly between 0 and 1")
     m = profile.modifier
-    defended = ReabsNet(master, guardian, threshold=threshold, overshoot=m.overshoot, max_iter=m.max_iter).eval()
+    defended = ReabsNet(master, guardian, threshold=threshold, revise_to=max(threshold, m.revise_to),
+                        overshoot=m.overshoot, max_iter=m.max_iter).eval()
     failed = 0
     for item in args.inputs:
         try:

@@ -43,7 +43,8 @@ class GuardianConfig:
 class ModifierConfig:
     """The modifier: two-class DeepFool against the guardian (paper section 3.6)."""
 
-    threshold: float = 0.5           # flagged when P(adversarial) > threshold; revised until P(natural) >= it
+    threshold: float = 0.5           # flagged when P(adversarial) > threshold
+    revise_to: float = 0.5           # revised until P(natural) >= revise_to (paper: just across the boundary)
     overshoot: float = 0.02          # DeepFool's overshoot (Moosavi-Dezfooli et al. 2016)
     max_iter: int = 50               # DeepFool's iteration cap
 

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def build_reabsnet(profile: Profile, master: torch.nn.Module, guardian: torch.nn.Module) -> ReabsNet:
     m = profile.modifier
-    return ReabsNet(master, guardian, threshold=m.threshold, overshoot=m.overshoot, max_iter=m.max_iter).eval()
+    return ReabsNet(master, guardian, threshold=m.threshold, revise_to=m.revise_to, overshoot=m.overshoot,
+                    max_iter=m.max_iter).eval()
 
 
 def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "") -> Path:

@@ -34,18 +34,23 @@ class ReabsNet(nn.Module):
     """Any master classifier guarded by any two-class guardian (class 0 natural, class 1 adversarial).
 
     forward(x) returns the master's logits on x where the guardian calls x natural (P(adversarial) <= threshold)
-    and on the modifier's revision of x where it does not, so the module drops into any evaluation code.
+    and on the modifier's revision of x where it does not, so the module drops into any evaluation code. The
+    modifier revises until P(natural) >= revise_to (default: the threshold itself, the paper's rule: just across
+    the guardian's boundary).
     Gradients flow to x through the master and straight through the revision (the revision counts as identity on
     the backward pass, the BPDA approximation of Athalye et al. 2018); `predict` returns the full record.
     """
 
-    def __init__(self, master: nn.Module, guardian: nn.Module, *, threshold: float = 0.5, overshoot: float = 0.02,
-                 max_iter: int = 50, box: Box = BOX):
+    def __init__(self, master: nn.Module, guardian: nn.Module, *, threshold: float = 0.5,
+                 revise_to: float | None = None, overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX):
         super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
+        revise_to = threshold if revise_to is None else revise_to
+        for name, v in (("threshold", threshold), ("revise_to", revise_to)):
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"{name} must lie strictly between 0 and 1, not {v}")
         self.master, self.guardian = master, guardian
-        self.threshold, self.overshoot, self.max_iter, self.box = threshold, overshoot, max_iter, box
+        self.threshold, self.revise_to, self.overshoot, self.max_iter, self.box = (threshold, revise_to, overshoot,
+                                                                                   max_iter, box)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x).logits
@@ -61,7 +66,7 @@ class ReabsNet(nn.Module):
         natural = ~flagged
         idx = flagged.nonzero().squeeze(1)
         if len(idx):
-            rev = revise(self.guardian, x[idx].detach(), threshold=self.threshold, overshoot=self.overshoot,
+            rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
                          max_iter=self.max_iter, box=self.box)
             delta = torch.zeros_like(x)
             delta[idx] = rev.x - x[idx].detach()

@@ -98,7 +98,9 @@ def render(results: dict) -> str:
               f"({results['guardian']['train_set']['kept']:,} kept: DeepFool failed on "
               f"{results['guardian']['train_set']['deepfool_failed']}, the master already misclassified "
               f"{results['guardian']['train_set']['already_misclassified']}); paper: all 55,000.",
-              f"- Modifier: two-class DeepFool toward natural, threshold {prof['modifier']['threshold']}, overshoot "
+              f"- Modifier: two-class DeepFool toward natural; flag when P(adversarial) > "
+              f"{prof['modifier']['threshold']}, "
+              f"revise until P(natural) >= {prof['modifier']['revise_to']}; overshoot "
               f"{prof['modifier']['overshoot']}, at most {prof['modifier']['max_iter']} iterations."]
     for spec in ATTACK_SPECS:
         a = r["attacks"][spec.key]
