@@ -23,7 +23,7 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
         lo, hi = a["reabsnet"]["ci95"]
         assert lo <= a["reabsnet"]["rate"] <= hi
     report = (smoke_run / "REPORT.md").read_text()
-    for heading in ("Table 1", "Table 2", "Clean accuracy", "Figure 4", "Settings", "Wall time"):
+    for heading in ("Table 1", "Table 2", "Clean accuracy", "Figure 4", "Settings", "Compute time"):
         assert heading in report
     assert "0.709" in report                       # the paper's values are printed beside ours
     assert (smoke_run / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -41,3 +41,10 @@ def test_rerun_reuses_every_stage_and_recomputes_a_lost_shard(smoke_run, shared_
     after = {p: p.stat().st_mtime_ns for p in artifacts}
     changed = {p.name for p in artifacts if before[p] != after[p]}
     assert changed == {lost.name}                  # the same inputs give the same shard: the guardian's key holds
+
+
+def test_results_record_build_time_of_every_artifact(smoke_run):
+    built = json.loads((smoke_run / "results.json").read_text())["build_seconds"]
+    assert {"master training", "guardian training", "DeepFool guardian data (all shards)"} <= set(built)
+    assert all(f"attack set {k}" in built for k in ("fgsm", "deepfool", "cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t"))
+    assert built["guardian training"] > 0 and built["DeepFool guardian data (all shards)"] > 0

@@ -83,13 +83,18 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torc
 
 
 def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, threshold: float = 0.5,
-                    overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX
+                    overshoot: float = 0.02, max_iter: int = 50, box_aware: bool = True, box: Box = BOX
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two-class DeepFool: move each input of a two-output classifier until softmax(logits)[side] >= threshold.
 
     The boundary is g(x) = Z_other - Z_side + log(threshold / (1 - threshold)) = 0; each step goes to the
     linearised boundary, r_i = -(|g| + 1e-4) * grad g / ||grad g||^2, accumulated with overshoot, in the box.
     Inputs already on `side` are returned unchanged. Returns (revised inputs, iterations used, reached side).
+
+    box_aware: linearise over the pixels that can still move, i.e. drop the gradient components that would push
+    a pixel already at the box's edge further out. Plain DeepFool steps toward the unconstrained boundary and lets
+    the clip undo part of each step; on MNIST, where most pixels sit at -0.5, it then stalls for many iterations
+    (measured with the paper-profile guardian: 23% of DeepFool examples not called natural after 50 iterations).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
@@ -108,6 +113,9 @@ def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, thresho
             with torch.no_grad():
                 done = g <= 0
                 reached[idx] = done
+                if box_aware:   # moving along -grad: a pixel at the floor cannot go down, at the ceiling not up
+                    xa = xa.detach()
+                    grad = grad.masked_fill(((xa <= box[0]) & (grad > 0)) | ((xa >= box[1]) & (grad < 0)), 0.0)
                 running = ~done & (iterations[idx] < max_iter)
                 if not running.any():
                     break
@@ -116,6 +124,8 @@ def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, thresho
                 sq = grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24)
                 scale = -(g.abs() + 1e-4) / sq
                 r_tot[idx] += scale.view(-1, *[1] * (x.dim() - 1)) * grad
+                if box_aware:   # keep the accumulated step inside the box, so no later step is spent undoing it
+                    r_tot[idx] = ((x[idx] + (1 + overshoot) * r_tot[idx]).clamp(*box) - x[idx]) / (1 + overshoot)
                 iterations[idx] += 1
         x_new = (x + (1 + overshoot) * r_tot).clamp(*box)
         return x_new.detach(), iterations, reached
