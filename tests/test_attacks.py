@@ -172,3 +172,10 @@ def test_frozen_restores_even_on_error(small_model):
     with pytest.raises(RuntimeError), frozen(small_model):
         raise RuntimeError("boom")
     assert all(p.requires_grad for p in small_model.parameters())
+
+
+def test_attacks_work_inside_a_callers_no_grad(small_model, batch):
+    x, y = batch
+    with torch.no_grad():
+        assert deepfool(small_model, x[:8], y[:8]).success.all()
+        assert fgsm(small_model, x[:8], y[:8]).x_adv.shape == x[:8].shape

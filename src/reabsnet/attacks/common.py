@@ -44,14 +44,16 @@ class AttackResult:
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Evaluate `model` with its parameters frozen (no weight gradients are computed, which roughly halves each
-    backward pass) and in eval mode; restore both afterwards."""
+    backward pass) and in eval mode, with input gradients enabled even inside a caller's `torch.no_grad()`;
+    restore both afterwards."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
     model.eval()
     try:
-        yield model
+        with torch.enable_grad():
+            yield model
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
