@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from reabsnet import data
 from reabsnet.attacks import ATTACKS, finish, get_preset
+from reabsnet.attacks.settings import attack_settings
 from reabsnet.models import load_model, place
 
 BOX = (-0.5, 0.5)
@@ -134,12 +135,8 @@ def main() -> None:
     names = args.attacks.split(",")
     libraries = args.libraries.split(",")
     settings = {}
-    for name in ATTACKS:
-        import inspect
-
-        sig = inspect.signature(ATTACKS[name])
-        settings[name] = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
-        settings[name].update(get_preset(name, args.preset).settings)
+    for name, attack in ATTACKS.items():
+        settings[name] = {**attack_settings(attack), **get_preset(name, args.preset).settings}
     table = peers(model, settings)
     print("| attack | library | images | images/s | success | median L2 | median Linf | our speed-up |")
     print("|---|---|---|---|---|---|---|---|")

@@ -33,7 +33,7 @@ def revise(guardian: nn.Module, x: torch.Tensor, *, threshold: float = 0.5, over
            max_iter: int = 50, box: Box = BOX) -> Revision:
     """Revise every input of `x` (the caller passes only the flagged ones) with the two-class DeepFool step toward
     the guardian's natural class until P(natural) >= threshold, inside the box, at most `max_iter` steps."""
-    with torch.enable_grad():     # the revision needs input gradients even under the caller's no_grad
-        x_new, iterations, natural = deepfool_binary(guardian, x, side=NATURAL, threshold=threshold,
-                                                     overshoot=overshoot, max_iter=max_iter, box=box)
+    # deepfool_binary enables input gradients itself (attacks.common.frozen), even under a caller's no_grad
+    x_new, iterations, natural = deepfool_binary(guardian, x, side=NATURAL, threshold=threshold,
+                                                 overshoot=overshoot, max_iter=max_iter, box=box)
     return Revision(x=x_new, iterations=iterations, l2=(x_new - x).flatten(1).norm(dim=1), natural=natural)
