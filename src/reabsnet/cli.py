@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(master)
     master.set_defaults(run=cmd_train_master)
 
+    madry = train.add_parser("madry", help="the Madry-style adversarially trained baseline of Table 3")
+    _profile_args(madry)
+    _common(madry)
+    madry.set_defaults(run=cmd_train_madry)
+
     repro = sub.add_parser("reproduce", help="the whole paper: master, guardian, attacks, Tables 1-2, Figure 4")
     _profile_args(repro)
     repro.add_argument("--copy-to", metavar="DIR", help="also copy REPORT.md, results.json and the figure to DIR")
@@ -123,12 +128,30 @@ def cmd_train_master(args) -> None:
           f"on {len(splits.test_y):,} images")
 
 
+def cmd_train_madry(args) -> None:
+    from reabsnet import data
+    from reabsnet.runtime import resolve_device
+    from reabsnet.train import train_madry
+
+    profile = _profile(args)
+    device = resolve_device(args.device)
+    splits = data.load(profile.dataset, home=args.home)
+    _, meta = train_madry(profile, splits, device, home=args.home)
+    m = meta["metrics"]
+    print(f"madry baseline (profile {profile.name}, seed {profile.seed}; {meta['recipe']}):")
+    print(f"  clean accuracy {m['clean_accuracy']:.2%} on {len(splits.test_y):,} test images")
+    for key, title in (("pgd40", "PGD-40"), ("pgd100_ce", f"PGD-100 x{m['restarts']} (cross-entropy)"),
+                       ("pgd100_margin", f"PGD-100 x{m['restarts']} (margin)"), ("worst", "worst case of these")):
+        r = m[key]
+        print(f"  {title}: accuracy {r['rate']:.2%} ({r['k']}/{r['n']}) at eps {m['eps']}")
+
+
 def cmd_reproduce(args) -> None:
     import shlex
     import shutil
     from pathlib import Path
 
-    from reabsnet.reproduce import reproduce
+    from reabsnet.reproduce import FIGURES, reproduce
     from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
@@ -138,7 +161,7 @@ def cmd_reproduce(args) -> None:
     if args.copy_to:
         dest = Path(args.copy_to)
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("REPORT.md", "results.json", "figure4.png"):
+        for name in ("REPORT.md", "results.json", *FIGURES):
             shutil.copyfile(out / name, dest / name)
         out = dest
     print(f"report: {out / 'REPORT.md'}")

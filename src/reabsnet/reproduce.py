@@ -1,6 +1,7 @@
 """`reabsnet reproduce`: every stage of the paper, in order, each reused when its verified artifact matches.
 
-data -> init/teacher/master -> DeepFool shards -> guardian -> attack sets -> Tables 1-2, Figure 4 -> report.
+data -> init/teacher/master -> DeepFool shards -> guardian -> attack sets -> Madry-style baseline and its attack
+sets -> PGD per bound -> Tables 1-3, Figure 4, plots -> report.
 Interrupting at any point loses at most the stage (or DeepFool shard) in progress.
 """
 
@@ -16,12 +17,14 @@ import torch
 from reabsnet import data
 from reabsnet.artifacts import read_json
 from reabsnet.defense import ReabsNet
-from reabsnet.evaluation import report
+from reabsnet.evaluation import plots, report
+from reabsnet.evaluation.adaptive import adaptive_evaluation, transfer_check
 from reabsnet.evaluation.figure import figure4
 from reabsnet.evaluation.paper import ATTACK_SPECS, attack_sets, evaluate
+from reabsnet.evaluation.table3 import compare, pgd_specs
 from reabsnet.profiles import Profile
 from reabsnet.stages import run_dir
-from reabsnet.train import train_master
+from reabsnet.train import train_madry, train_master
 from reabsnet.train.guardian import train_guardian
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,30 @@ def build_seconds(out: Path) -> dict[str, float]:
         return round(float(meta), 1) if isinstance(meta, (int, float)) else 0.0
 
     built = {f"{name} training": seconds(out / f"{name}.json", "training", "seconds")
-             for name in ("init", "teacher", "master", "guardian") if (out / f"{name}.json").exists()}
+             for name in ("init", "teacher", "master", "guardian", "madry") if (out / f"{name}.json").exists()}
     shards = sorted((out / "guardian-data").glob("*.json"))
     built["DeepFool guardian data (all shards)"] = round(sum(seconds(p, "seconds") for p in shards), 1)
-    for p in sorted((out / "attacks").glob("*.json")):
-        built[f"attack set {p.stem}"] = seconds(p, "seconds")
+    if (out / "madry.json").exists():
+        built["madry evaluation (PGD-40, PGD-100)"] = seconds(out / "madry.json", "metrics", "seconds")
+    for sub in ("attacks", "attacks-madry", "attacks-pgd", "attacks-madry-pgd", "adaptive"):
+        for p in sorted((out / sub).glob("*.json")):
+            built[f"attack set {sub}/{p.stem}"] = seconds(p, "seconds")
     return built
+
+
+FIGURES = ("figure4.png", "accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png")
+
+
+def _figures(out: Path, profile: Profile, sets: dict, predictions: dict, titles: dict, results: dict) -> None:
+    figure4(out / "figure4.png", sets, predictions, titles, profile.eval.figure_examples)
+    plots.accuracy_vs_bound(out / "accuracy-vs-linf.png", results["curves"],
+                            "attacks crafted against the master; the baseline attacked directly")
+    natural = predictions["natural"]
+    adversarial = {k: (titles[k], predictions[k].p_adversarial[sets[k][0]["success"].bool()]) for k in titles}
+    plots.roc_curves(out / "guardian-roc.png", natural.p_adversarial, adversarial)
+    revised = {k: (titles[k], predictions[k].revision_l2[predictions[k].flagged]) for k in titles}
+    attack_l2 = {k: sets[k][0]["l2"][sets[k][0]["success"].bool()] for k in titles}
+    plots.revision_histogram(out / "revision-l2.png", natural.revision_l2[natural.flagged], revised, attack_l2)
 
 
 def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "") -> Path:
@@ -70,10 +91,28 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     out = run_dir(splits.name, profile.name, home)
     attack_seconds: dict[str, float] = {}
     sets = timed("attack sets", lambda: attack_sets(profile, splits, master, master_meta, out, attack_seconds))
+    madry, madry_meta = timed("madry baseline", lambda: train_madry(profile, splits, device, home=home))
+    madry_sets = timed("attack sets (madry)", lambda: attack_sets(profile, splits, madry, madry_meta, out,
+                                                                  attack_seconds, subdir="attacks-madry"))
+    n_pgd = profile.eval.n_pgd
+    pgd_master = timed("pgd per bound (master)", lambda: attack_sets(
+        profile, splits, master, master_meta, out, attack_seconds, specs=pgd_specs(), subdir="attacks-pgd", n=n_pgd))
+    pgd_madry = timed("pgd per bound (madry)", lambda: attack_sets(
+        profile, splits, madry, madry_meta, out, attack_seconds, specs=pgd_specs(), subdir="attacks-madry-pgd",
+        n=n_pgd))
     defended = build_reabsnet(profile, master, guardian)
     results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets))
+    results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, madry_sets,
+                                                    pgd_master, pgd_madry)))
+    if profile.adaptive.enabled:
+        adaptive = timed("adaptive attacks", lambda: adaptive_evaluation(
+            profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))
+        pgd = results["curves"]["pgd"]
+        adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
+                                                                           strict=True)))
+        results["adaptive"] = adaptive
     titles = {s.key: s.title for s in ATTACK_SPECS}
-    timed("figure", lambda: figure4(out / "figure4.png", sets, predictions, titles, profile.eval.figure_examples))
+    timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))
     stages["total"] = round(time.perf_counter() - began, 1)
     built = build_seconds(out)
     report.write(out, {
@@ -83,6 +122,7 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         "build_seconds": built,
         "master": {k: master_meta.get(k) for k in ("sha256", "metrics", "training", "temperature", "distilled")},
         "guardian": {k: guardian_meta.get(k) for k in ("sha256", "metrics", "training", "train_set", "val_set")},
+        "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics", "training")},
         "data": {"sha256": splits.sha256, "source": splits.source},
         "results": results,
     })

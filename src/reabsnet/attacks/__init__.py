@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from reabsnet.attacks.adaptive import JointLogits, Scaled, apgd
 from reabsnet.attacks.carlini_wagner import carlini_wagner_l2, carlini_wagner_linf
 from reabsnet.attacks.common import BOX, AttackResult, finish, frozen, margin, random_targets
 from reabsnet.attacks.deepfool import deepfool, deepfool_binary
@@ -16,6 +17,7 @@ from reabsnet.errors import ReabsnetError
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "fgsm": fgsm,
     "pgd": pgd,
+    "apgd": apgd,
     "deepfool": deepfool,
     "cw-l2": carlini_wagner_l2,
     "cw-linf": carlini_wagner_linf,
@@ -29,6 +31,7 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
         raise ReabsnetError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
 
 
-__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "Preset", "carlini_wagner_l2", "carlini_wagner_linf",
+__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "carlini_wagner_l2",
+           "carlini_wagner_linf",
            "deepfool", "deepfool_binary", "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "pgd",
            "random_targets"]

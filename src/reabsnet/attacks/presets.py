@@ -21,6 +21,8 @@ _PRESETS = [
     Preset("fgsm", "paper", {"eps": 0.3}, "eps 0.3"),
     Preset("pgd", "paper", {}, "Madry et al. MNIST: L-inf eps 0.3, step 0.01, 40 steps, random start"),
     Preset("pgd", "quick", {"steps": 20, "step_size": 0.025}, "reduced: 20 steps of 0.025 (reference 40 of 0.01)"),
+    Preset("apgd", "paper", {}, "auto-attack's APGD: 100 steps, initial step 2 eps, momentum 0.75, rho 0.75"),
+    Preset("apgd", "smoke", {"steps": 10}, "reduced: 10 steps (reference 100)"),
     Preset("deepfool", "paper", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("deepfool", "quick", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("cw-l2", "paper", {}),

@@ -8,7 +8,7 @@ from typing import Any
 
 from reabsnet.errors import ReabsnetError
 
-_NOT_SETTINGS = {"model", "x", "y", "target", "box"}
+_NOT_SETTINGS = {"model", "x", "y", "target", "box", "trace"}
 
 
 def attack_settings(attack: Callable) -> dict[str, Any]:

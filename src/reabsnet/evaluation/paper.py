@@ -31,6 +31,7 @@ class AttackSpec:
     title: str        # as the paper's tables write it
     attack: str       # reabsnet.attacks name
     targeted: bool
+    settings: dict | None = None   # overrides on top of the profile's preset (e.g. PGD's eps); None: the preset
 
 
 ATTACK_SPECS = [
@@ -59,29 +60,33 @@ def set_size(profile: Profile, spec: AttackSpec) -> int:
     return {"cw-l2": cfg.n_cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
 
 
-def attack_sets(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, out: Path,
-                timings: dict) -> dict[str, tuple[dict, dict]]:
-    """Build (or reuse) each attack set against the master on the first test images; key -> (arrays, sidecar)."""
+def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
+                timings: dict, specs: list[AttackSpec] = ATTACK_SPECS, subdir: str = "attacks", n: int | None = None
+                ) -> dict[str, tuple[dict, dict]]:
+    """Build (or reuse) each attack set against `model` (the master, unless the caller says otherwise) on the
+    first test images, under out/<subdir>/; key -> (arrays, sidecar). `n` overrides the profile's set sizes."""
     x_test, y_test = splits.split("test")
     sets = {}
-    for spec in ATTACK_SPECS:
-        n = set_size(profile, spec)
+    for spec in specs:
+        size = n or set_size(profile, spec)
         preset = get_preset(spec.attack, profile.eval.preset)
-        path = out / "attacks" / f"{spec.key}.npz"
-        key = stage_key("attack-set", spec.key, preset.settings, n, profile.eval.target_seed, master_meta["sha256"],
+        settings = {**preset.settings, **(spec.settings or {})}
+        note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
+        path = out / subdir / f"{spec.key}.npz"
+        key = stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
                         splits.sha256)
         if not is_valid(path, key):
             began = time.perf_counter()
-            x, y = x_test[:n], y_test[:n]
+            x, y = x_test[:size], y_test[:size]
             target = random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None
-            result = run_attack(get_attack(spec.attack), master, x, y, target=target, settings=preset.settings,
-                                desc=spec.title)
+            result = run_attack(get_attack(spec.attack), model, x, y, target=target, settings=settings,
+                                desc=f"{spec.title} ({subdir})")
             seconds = time.perf_counter() - began
             save_set(path, x, y, target, result, {
                 "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
-                "preset_note": preset.note, "settings": preset.settings, "n": n, "seconds": seconds,
-                "target_seed": profile.eval.target_seed, "model_sha256": master_meta["sha256"]})
-            timings[f"attack {spec.key}"] = seconds
+                "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
+                "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"]})
+            timings[f"attack {subdir}/{spec.key}"] = seconds
         sets[spec.key] = load_set(path)
     return sets
 

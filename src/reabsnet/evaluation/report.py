@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from reabsnet.artifacts import versions, write_bytes_atomic, write_json_atomic
+from reabsnet.evaluation import table3
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER
 
 
@@ -89,7 +90,14 @@ def render(results: dict) -> str:
         lines.append(f"| {spec.title} | {a['revised_natural_after']['n']} of {a['n']} | "
                      f"{_cell(a['revised_natural_after'])} | {_fmt(a['revision_median_l2'])} | "
                      f"{_fmt(a['revision_mean_iterations'])} |")
+    lines += _baseline(results) + _table3(r) + _adaptive(r)
     lines += ["", "## Figure 4", "", "![Figure 4](figure4.png)", ""]
+    lines += ["## Accuracy against the L-inf bound", "",
+              "Attacks of Table 2 crafted against the master (ReabsNet and the master) or against the baseline "
+              "(white-box), with the paper's rule applied at every bound; PGD run once per bound.", "",
+              "![accuracy against the L-inf bound](accuracy-vs-linf.png)", "",
+              "## Guardian ROC per attack", "", "![guardian ROC](guardian-roc.png)", "",
+              "## What the modifier does", "", "![revision sizes](revision-l2.png)", ""]
     lines += ["## Settings, and where they differ from the paper", ""]
     lines += [f"- Master: distilled at T={prof['temperature']:g}, {prof['master']['epochs']} epochs "
               f"(SGD lr {prof['master']['lr']}, batch {prof['master']['batch_size']}, cosine schedule).",
@@ -114,6 +122,107 @@ def render(results: dict) -> str:
     lines += ["", "| stage (this run) | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["stage_seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _baseline(results: dict) -> list[str]:
+    m = results.get("madry")
+    if not m:
+        return []
+    e, b = m["metrics"], results["profile"]["baseline"]
+    return ["", "## The Madry-style baseline", "",
+            f"Madry et al.'s released weights cannot be downloaded here, so we train the MNIST challenge network "
+            f"ourselves. Recipe (`{m['method']}`): {m['recipe']}. The epoch with the best PGD-{b['val_steps']} "
+            f"accuracy on {b['val_images']} validation images is kept "
+            f"(epoch {m['training']['best_epoch'] + 1}).", "",
+            "| | ours | Madry et al.'s model |", "|---|---|---|",
+            f"| clean accuracy (all test images) | {e['clean_accuracy']:.4f} | about 0.988 |",
+            f"| PGD-40, step 0.01, eps {e['eps']} | {_cell(e['pgd40'])} | 0.932 (their Table: PGD-40, 1 start) |",
+            f"| PGD-100 x{e['restarts']} restarts, cross-entropy | {_cell(e['pgd100_ce'])} | |",
+            f"| PGD-100 x{e['restarts']} restarts, margin loss | {_cell(e['pgd100_margin'])} | |",
+            f"| worst case of the three | {_cell(e['worst'])} | about 0.89 (strongest white-box attacks) |"]
+
+
+def _table3(r: dict) -> list[str]:
+    if "table3" not in r:
+        return []
+    lines = ["", "## Table 3: defense success rate under an L-inf bound", "",
+             "An adversarial example farther than eps (L-inf) from its original counts as a failed attack and the "
+             "original is classified instead (paper section 4.3.3). ReabsNet and the master see the examples crafted "
+             "against the master (as in Table 2); the Madry-style baseline is attacked directly, white-box, with "
+             "the same attacks and settings. The paper's Madry column is Madry et al.'s released network, ours is "
+             "our own training of it (section above).", ""]
+    for eps, row in r["table3"].items():
+        paper = table3.PAPER[float(eps)]
+        lines += [f"### eps {eps}", "", "| attack | ReabsNet | paper | master alone | Madry-style baseline | paper |",
+                  "|---|---|---|---|---|---|"]
+        for spec in ATTACK_SPECS:
+            c = row[spec.key]
+            lines.append(f"| {spec.title} | {_cell(c['reabsnet'])} | {_paper(paper['reabsnet'][spec.key])} | "
+                         f"{_cell(c['master'])} | {_cell(c['madry'])} | {_paper(paper['madry'][spec.key])} |")
+        lines.append("")
+    pgd = r["curves"].get("pgd", {})
+    if pgd.get("bounds"):
+        lines += [f"PGD (not in the paper), 40 steps, margin loss, first {pgd['n']} test images; accuracy:", "",
+                  "| eps | " + " | ".join(f"{b:g}" for b in pgd["bounds"]) + " |",
+                  "|---|" + "---|" * len(pgd["bounds"])]
+        for key, label in (("master", "master alone, crafted on it"), ("reabsnet", "ReabsNet, crafted on the master"),
+                           ("madry", "Madry-style baseline, crafted on it")):
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in pgd[key]) + " |")
+    return lines
+
+
+def _adaptive(r: dict) -> list[str]:
+    a = r.get("adaptive")
+    if not a:
+        return []
+    c = a["clean"]
+    lines = ["", "## Adaptive attacks (white-box; the paper's section 5 leaves this open)", "",
+             "Threat models. *Oblivious* (the paper's, Tables 1-3): the attacker knows the master only. *White-box "
+             "adaptive* (here): the attacker knows the master, the guardian and the modifier, with their weights, and "
+             "wins when the pipeline's final label is wrong for an input within the bound. Per bound every attack "
+             "below runs and an image counts as robust only if the pipeline is right under all of them (worst case "
+             "per example): joint APGD-CE and APGD-DLR on the master and guardian together (evade the guardian, "
+             "fool the master; CE sees the master's logits / T), BPDA APGD-CE and APGD-DLR through the modifier "
+             "(the revision as identity on the backward pass), and under L2 also joint CW-L2 targeted, cut at the "
+             "bound. The master alone and the Madry-style baseline face APGD-CE and APGD-DLR directly. "
+             f"First {a['n']} test images; APGD {a['steps']} steps, {a['restarts']} restart(s).", "",
+             "*Reject policy* is the selective-classification alternative the paper argues against: flagged inputs "
+             "are rejected instead of revised; an outcome is acceptable when the input is rejected or classified "
+             "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
+             "| bound | ReabsNet (worst case) | reject policy: correct or rejected | master alone | "
+             "Madry-style baseline |", "|---|---|---|---|---|",
+             f"| none (clean) | {_cell(c['reabsnet'])} | {_cell(c['selective_correct_or_rejected'])} "
+             f"(rejects {c['selective_rejected']['rate']:.3f}) | {_cell(c['master'])} | {_cell(c['madry'])} |"]
+    for name, b in a["bounds"].items():
+        lines.append(f"| {name.replace('linf', 'L-inf').replace('l2', 'L2')} | {_cell(b['reabsnet'])} | "
+                     f"{_cell(b['selective'])} | {_cell(b['master'])} | {_cell(b['madry'])} |")
+    lines += ["", "Per attack (accuracy of the network it targets; for the pipeline's attacks also the fraction the "
+              "guardian flags):", "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|"]
+    for name, b in a["bounds"].items():
+        for key, v in b["per_attack"].items():
+            acc = v.get("reabsnet") or v.get("master") or v.get("madry")
+            flagged = f"{v['flagged']['rate']:.3f}" if "flagged" in v else ""
+            lines.append(f"| {name} | {key} | {_cell(acc)} | {flagged} |")
+    s = a["sanity"]
+    mono, unb, it, loss = s["monotone"], s["unbounded"], s["iterative_beats_single_step"], s["loss_increases"]
+    lines += ["", "Sanity checks (Carlini et al. 2019, \"On evaluating adversarial robustness\"):", "",
+              f"- accuracy falls as the bound grows: L-inf {', '.join(f'{v:.3f}' for v in mono['linf'])}; L2 "
+              f"{', '.join(f'{v:.3f}' for v in mono['l2'])}: {'holds' if mono['holds'] else 'FAILS'}.",
+              f"- unbounded attack (joint APGD-CE with eps 1, the whole box): pipeline wrong on "
+              f"{_cell(unb['pipeline_wrong'])}; unbounded joint CW-L2 targeted succeeds on "
+              f"{_cell(unb['cw_l2_unbounded_success'])}.",
+              f"- iterative beats single-step at L-inf 0.3: one step leaves accuracy {_cell(it['single_step'])}, "
+              f"the iterative worst case {_cell(it['iterative'])}: {'holds' if it['holds'] else 'FAILS'}.",
+              f"- the attack loss goes up (joint APGD-CE at L-inf 0.1, {loss['images']} images): mean gain "
+              f"{_fmt(loss['gain_after_first_step'])} after one step, {_fmt(loss['gain_at_end'])} at the end: "
+              f"{'holds' if loss['holds'] else 'FAILS'}."]
+    t = s.get("transfer")
+    if t:
+        rows = "; ".join(f"{k}: transfer {v['transfer_from_master']:.3f}, white-box {v['adaptive']:.3f}"
+                         for k, v in t["rows"].items())
+        lines.append(f"- white-box beats transfer from the master (PGD crafted on the master alone, from the "
+                     f"accuracy-vs-bound curve): {rows}: {'holds' if t['holds'] else 'FAILS'}.")
+    return lines
 
 
 def _fmt(v) -> str:

@@ -1,4 +1,5 @@
-"""Networks by name: `master` (Figure 2), `guardian` (Figure 3); checkpoints that carry their architecture."""
+"""Networks by name: `master` (Figure 2), `guardian` (Figure 3), `madry` (the Table 3 baseline); checkpoints that
+carry their architecture."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.models import guardian as _guardian  # noqa: F401  (registers "guardian")
+from reabsnet.models import madry as _madry  # noqa: F401  (registers "madry")
 from reabsnet.models import master as _master  # noqa: F401  (registers "master")
 from reabsnet.models.checkpoint import load_model, save_model
 from reabsnet.models.registry import create_model, model_names, register

@@ -24,6 +24,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass
 class History:
     val_accuracy: list[float] = field(default_factory=list)
+    val_selected: list[float] = field(default_factory=list)   # select(model) per epoch, when given
     train_loss: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = -1
@@ -69,9 +70,11 @@ def fit(
     loss_fn: LossFn,
     generator: torch.Generator,
     desc: str = "train",
+    select: Callable[[nn.Module], float] | None = None,
 ) -> History:
-    """Train `model` in place with SGD (Nesterov) on `train`; after each epoch measure accuracy on `val` and keep
-    the best-validation weights, which are loaded back at the end. Returns the per-epoch history."""
+    """Train `model` in place with SGD (Nesterov) or Adam on `train`; after each epoch measure accuracy on `val`
+    and keep the best weights, by validation accuracy or, when given, by `select(model)` (adversarial training
+    selects by robust validation accuracy); they are loaded back at the end. Returns the per-epoch history."""
     device = next(model.parameters()).device
     x_train, y_train = train
     if cfg.train_size:
@@ -79,13 +82,24 @@ def fit(
     n = len(x_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=cfg.weight_decay)
+    kind = getattr(cfg, "optimizer", "sgd")     # profiles.AdamTrainConfig carries "adam"
+    if kind == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                    weight_decay=cfg.weight_decay)
+    elif kind == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {kind!r}")
     if cfg.schedule == "cosine":
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     elif cfg.schedule == "constant":
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    elif cfg.schedule == "cyclic":
+        peak = max(1, int(total_steps * 2 / 5))
+        fall = max(1, total_steps - peak)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: step / peak if step < peak else max(0.0, (total_steps - step) / fall))
     else:
         raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
@@ -110,13 +124,18 @@ def fit(
                 progress.update(len(idx))
         acc = accuracy(model, *val)
         history.val_accuracy.append(acc)
+        score = acc
+        if select is not None:
+            score = select(model)
+            history.val_selected.append(score)
         history.train_loss.append(running.item() / n)
         history.epoch_seconds.append(time.perf_counter() - start)
-        if acc > best_acc:
-            best_acc, history.best_epoch = acc, epoch
+        if score > best_acc:
+            best_acc, history.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
-        log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f (%.0f s)", desc, epoch + 1, cfg.epochs,
-                 history.train_loss[-1], acc, history.epoch_seconds[-1])
+        log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f%s (%.0f s)", desc, epoch + 1, cfg.epochs,
+                 history.train_loss[-1], acc, f", selection score {score:.4f}" if select else "",
+                 history.epoch_seconds[-1])
     model.load_state_dict(best_state)
     model.eval()
     return history

@@ -1,0 +1,205 @@
+"""Adaptive attacks on a detect-then-revise defense (Carlini & Wagner 2017, "Adversarial examples are not easily
+detected"; Athalye et al. 2018; Tramer et al. 2020): the attacker knows the master, the guardian and the modifier.
+
+Two ways to beat such a pipeline, both built here for any (master, guardian) pair:
+- Evade and fool: an input the guardian calls natural (so the modifier never runs) that the master misclassifies.
+  `JointLogits` turns the pair into one 11-class network whose extra class "rejected" wins exactly when the
+  guardian flags the input; the attacker then wants any label other than the true one and "rejected", which every
+  attack here (APGD's losses, CW's targeted margin) can optimise directly.
+- Through the modifier: attack the whole pipeline (`ReabsNet.forward`) with the modifier taken as identity on the
+  backward pass (BPDA, Athalye et al. 2018), so the revision itself lands in a wrong class.
+
+`apgd` is Auto-PGD (Croce & Hein 2020, auto-attack's apgd-ce / apgd-dlr): PGD with momentum and a step size halved
+at checkpoints when progress stalls, no step-size tuning needed. Its `reject` argument names a class that does not
+count as a success (JointLogits' "rejected").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
+from reabsnet.attacks.pgd import _project, _random_start
+
+NATURAL, ADVERSARIAL = 0, 1   # the guardian's classes (as in reabsnet.defense)
+
+
+class Scaled(nn.Module):
+    """A network's logits times a constant: the same labels, a softmax that is not saturated (for cross-entropy
+    attacks on a distilled network: scale 1/T)."""
+
+    def __init__(self, model: nn.Module, scale: float):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.scale
+
+
+class JointLogits(nn.Module):
+    """Master logits Z (N classes) plus a "rejected" logit max_j Z_j + (d(x) - log(t / (1 - t))), where d is the
+    guardian's log-odds of "adversarial" and t the detection threshold: the argmax is "rejected" (index N) exactly
+    when the guardian flags x, and otherwise the master's label. Carlini & Wagner (2017)'s construction G(x),
+    shifted so that it does not assume positive logits.
+
+    master_scale multiplies the master's logits (labels unchanged): 1/T undoes a distilled master's temperature,
+    whose saturated softmax otherwise zeroes the cross-entropy gradient (Carlini & Wagner 2016)."""
+
+    def __init__(self, master: nn.Module, guardian: nn.Module, threshold: float = 0.5, master_scale: float = 1.0):
+        super().__init__()
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
+        self.master, self.guardian = master, guardian
+        self.bias = math.log(threshold / (1 - threshold))
+        self.master_scale = master_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.master(x) * self.master_scale
+        g = self.guardian(x)
+        d = g[:, ADVERSARIAL] - g[:, NATURAL] - self.bias
+        return torch.cat([z, (z.amax(dim=1) + d)[:, None]], dim=1)
+
+
+def _correct_mask(logits: torch.Tensor, y: torch.Tensor, reject: int | None) -> torch.Tensor:
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask.scatter_(1, y[:, None], True)
+    if reject is not None:
+        mask[:, reject] = True
+    return mask
+
+
+def outcome_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, reject: int | None = None) -> torch.Tensor:
+    """Per-example loss the attacker maximises; the "correct" outcomes are y and, if given, `reject`.
+
+    ce: -log P(correct outcome) (cross-entropy of the set). dlr: the difference-of-logits ratio of Croce & Hein
+    (2020), -(z_correct - max_other z) / (z_pi1 - z_pi3), invariant to the logits' scale (hence to a distilled
+    master's saturated softmax); z_correct is the largest logit of the correct outcomes."""
+    correct = _correct_mask(logits, y, reject)
+    if kind == "ce":
+        return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~correct, float("-inf")), dim=1)
+    if kind == "dlr":
+        # the scale: z_pi1 - z_pi3 with one correct class (Croce & Hein); with a reject class as well, z_pi4, so
+        # the ratio does not collapse to -1 (zero gradient) when y and "rejected" hold the top two places
+        top = logits.sort(dim=1, descending=True).values
+        z_correct = logits.masked_fill(~correct, float("-inf")).amax(dim=1)
+        z_other = logits.masked_fill(correct, float("-inf")).amax(dim=1)
+        return -(z_correct - z_other) / (top[:, 0] - top[:, 1 + int(correct[0].sum())] + 1e-12)
+    raise ValueError(f"loss must be 'ce' or 'dlr', not {kind!r}")
+
+
+def _checkpoints(steps: int) -> list[int]:
+    """APGD's step-size checkpoints: p0 = 0, p1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p if q <= 1})
+
+
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
+         eps: float = 0.3, norm: str = "linf", loss: str = "dlr", steps: int = 100, restarts: int = 1,
+         reject: int | None = None, rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX,
+         trace: list | None = None) -> AttackResult:
+    """Auto-PGD, untargeted, inside the eps-ball (L-inf or L2) and the box. Defaults: auto-attack's (100 steps,
+    initial step 2 eps, momentum 0.75, rho 0.75). Success: the label is neither `y` nor `reject`.
+
+    restarts: each from a fresh random start, on the examples no earlier restart has broken. Per example the first
+    successful point is kept, else the highest-loss one; an example stops costing compute once it is broken (the
+    working set shrinks as they break). `trace`, when a list, receives at every step of the first restart the mean
+    gain in loss (best so far minus start) of the examples still running (the sanity check that the loss goes up).
+    """
+    check_inputs(x, y, target, box)
+    if target is not None:
+        raise ValueError("apgd here is untargeted; use carlini_wagner_l2 for targeted adaptive attacks")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
+    if loss not in ("ce", "dlr"):
+        raise ValueError(f"loss must be 'ce' or 'dlr', not {loss!r}")
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    view = (-1, *[1] * (x.dim() - 1))
+    checks = set(_checkpoints(steps)[1:])
+    best = x.clone()
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    found_any = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+
+    def direction(grad: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            return grad.sign()
+        return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+
+    def project(z: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        return (xs + _project(z - xs, eps, norm)).clamp(*box)
+
+    def loss_grad(xa: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # one forward and backward: per-example loss, input gradient, and whether the example is already broken
+        xa = xa.detach().requires_grad_(True)
+        logits = model(xa)
+        value = outcome_loss(logits, ys, loss, reject)
+        (grad,) = torch.autograd.grad(value.sum(), xa)
+        label = logits.argmax(1)
+        fooled = (label != ys) if reject is None else (label != ys) & (label != reject)
+        return value.detach(), grad.detach(), fooled
+
+    with frozen(model):
+        for restart in range(max(1, restarts)):
+            idx = (~found_any).nonzero().squeeze(1)      # examples this restart works on, shrinking as they break
+            if len(idx) == 0:
+                break
+            xs, ys = x[idx], y[idx]
+            cur = project(xs + _random_start(xs, eps, norm, gen), xs)
+            value, grad, fooled = loss_grad(cur, ys)
+            s = {"xs": xs, "ys": ys, "cur": cur, "prev": cur.clone(), "grad": grad, "value": value,
+                 "best": cur.clone(), "best_value": value.clone(), "grad_best": grad.clone(),
+                 "eta": torch.full((len(xs),), 2.0 * eps, device=x.device), "raised": torch.zeros(len(xs),
+                 device=x.device), "best_at_check": value.clone(), "eta_at_check": torch.zeros(len(xs),
+                 device=x.device), "idx": idx, "start": value.clone()}
+            s["eta_at_check"] = s["eta"].clone()
+            done = fooled
+            last_check = 0
+            for k in range(steps + 1):
+                if done.any():   # record the broken examples and drop them from the working set
+                    gone = s["idx"][done]
+                    best[gone] = s["cur"][done]
+                    found_any[gone] = True
+                    iterations[gone] += k
+                    s = {name: v[~done] for name, v in s.items()}
+                if k == steps or len(s["idx"]) == 0:
+                    break
+                with torch.no_grad():
+                    z = project(s["cur"] + s["eta"].view(view) * direction(s["grad"]), s["xs"])
+                    if k:
+                        z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]),
+                                    s["xs"])
+                    s["prev"] = s["cur"]
+                value, grad, done = loss_grad(z, s["ys"])
+                with torch.no_grad():
+                    s["raised"] += (value > s["value"]).float()
+                    s["cur"], s["value"], s["grad"] = z, value, grad
+                    better = value > s["best_value"]
+                    for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
+                        s[name][better] = src[better]
+                    if trace is not None and restart == 0:
+                        trace.append(float((s["best_value"] - s["start"]).mean()) if len(value) else float("nan"))
+                    if k + 1 in checks:
+                        span = k + 1 - last_check
+                        stalled = (s["raised"] < rho * span) | ((s["eta"] == s["eta_at_check"]) &
+                                                                (s["best_value"] <= s["best_at_check"]))
+                        s["eta_at_check"] = s["eta"].clone()
+                        s["eta"] = torch.where(stalled, s["eta"] / 2, s["eta"])
+                        # halved: go on from the best point so far, with its gradient
+                        s["cur"] = torch.where(stalled.view(view), s["best"], s["cur"])
+                        s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
+                        s["value"] = torch.where(stalled, s["best_value"], s["value"])
+                        s["raised"].zero_()
+                        s["best_at_check"] = s["best_value"].clone()
+                        last_check = k + 1
+            with torch.no_grad():   # the survivors of this restart keep their highest-loss point
+                if len(s["idx"]):
+                    best[s["idx"]] = s["best"]
+                    iterations[s["idx"]] += steps
+        result = finish(model, x, best, y, None, iterations, box)
+        if reject is not None:
+            result.success &= result.label != reject
+        return result
