@@ -13,15 +13,24 @@ from reabsnet.models import create_model, load_model, model_names, place, save_m
 
 
 def test_registry_builds_by_name_and_refuses_unknown_names():
-    assert {"master", "guardian"} <= set(model_names())
+    assert {"master", "guardian", "madry"} <= set(model_names())
     with pytest.raises(ReabsnetError, match="unknown model"):
         create_model("resnet9000")
 
 
-@pytest.mark.parametrize("name,outputs", [("master", 10), ("guardian", 2)])
+@pytest.mark.parametrize("name,outputs", [("master", 10), ("guardian", 2), ("madry", 10)])
 def test_models_map_mnist_batches_to_logits(name, outputs):
     model = place(create_model(name), "cpu").eval()
     assert model(torch.zeros(5, 1, 28, 28)).shape == (5, outputs)
+
+
+def test_madry_matches_the_mnist_challenge_network():
+    layers = [m for m in create_model("madry") if isinstance(m, (nn.Conv2d, nn.Linear, nn.MaxPool2d))]
+    shapes = [(m.out_channels, m.kernel_size, m.padding) if isinstance(m, nn.Conv2d) else
+              m.out_features if isinstance(m, nn.Linear) else "MP" for m in layers]
+    assert shapes == [(32, (5, 5), (2, 2)), "MP", (64, (5, 5), (2, 2)), "MP", 1024, 10]
+    # MadryLab's model.py: 3,274,634 parameters
+    assert sum(p.numel() for p in create_model("madry").parameters()) == 3_274_634
 
 
 def test_master_matches_figure_2():

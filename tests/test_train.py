@@ -49,3 +49,51 @@ def test_soft_labels_train_too():
     history = fit(model, (x, soft), _blobs(256, 2), TrainConfig(epochs=4, batch_size=64, lr=0.05),
                   loss_fn=cross_entropy_at(1.0), generator=torch.Generator().manual_seed(0))
     assert history.best_val_accuracy > 0.9
+
+
+def test_adam_with_the_cyclic_schedule_learns_and_select_picks_the_epoch():
+    from reabsnet.profiles import AdamTrainConfig
+
+    torch.manual_seed(0)
+    model = place(create_model("madry"), "cpu")
+    scores = iter([0.3, 0.9, 0.5])      # the selection score, not validation accuracy, picks the epoch kept
+    history = fit(model, _blobs(512, 1), _blobs(256, 2), AdamTrainConfig(epochs=3, batch_size=64, lr=5e-3,
+                                                                          schedule="cyclic"),
+                  loss_fn=cross_entropy_at(1.0), generator=torch.Generator().manual_seed(0),
+                  select=lambda m: next(scores))
+    assert history.val_selected == [0.3, 0.9, 0.5] and history.best_epoch == 1
+    assert max(history.val_accuracy) > 0.9
+
+
+def test_adversarial_training_losses_perturb_within_eps():
+    from reabsnet.train.madry import fgsm_rs_loss, pgd_loss
+
+    torch.manual_seed(0)
+    model = place(create_model("madry"), "cpu").eval()
+    x, y = _blobs(32, 3)
+    seen = []
+    hook = model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    for loss in (fgsm_rs_loss(0.3, 0.375, torch.Generator().manual_seed(1)),
+                 pgd_loss(0.3, 3, 0.1, torch.Generator().manual_seed(1))):
+        seen.clear()
+        value = loss(model, x, y)
+        assert value.requires_grad and value.item() > 0
+        trained_on = seen[-1]                           # the batch the loss is computed on
+        assert (trained_on - x).abs().max() <= 0.3 + 1e-6 and (trained_on - x).abs().max() > 0.2
+        assert trained_on.min() >= -0.5 and trained_on.max() <= 0.5
+    hook.remove()
+    assert all(p.requires_grad for p in model.parameters())   # the attack's freezing is undone
+
+
+def test_baseline_method_resolution():
+    import pytest
+
+    from reabsnet.profiles import get_profile
+    from reabsnet.train.madry import describe, resolve_method
+
+    cfg = get_profile("paper").baseline
+    assert resolve_method(cfg, torch.device("cpu")) == "short-pgd"
+    assert resolve_method(cfg, torch.device("cuda")) == "madry"
+    assert "40 steps of 0.01" in describe(cfg, "madry") and "91 epochs" in describe(cfg, "madry")
+    with pytest.raises(ValueError, match="baseline.method"):
+        resolve_method(get_profile("paper", ["baseline.method=free"]).baseline, torch.device("cpu"))

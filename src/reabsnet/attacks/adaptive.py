@@ -91,11 +91,15 @@ def outcome_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, reject: int |
 
 
 def _checkpoints(steps: int) -> list[int]:
-    """APGD's step-size checkpoints: p0 = 0, p1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p if q <= 1})
+    """APGD's step-size checkpoints in whole steps, as auto-attack computes them: the first after 22% of the
+    steps, each later interval 3% shorter than the one before, but at least 6%."""
+    first, shortest, shrink = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    points, at, span = [0], 0, first
+    while at + span <= steps:
+        at += span
+        points.append(at)
+        span = max(span - shrink, shortest)
+    return points
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
