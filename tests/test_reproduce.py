@@ -72,8 +72,12 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
     # the worst case over all attacks is no better than any single attack
     for b in a["bounds"].values():
         assert all(b["reabsnet"]["k"] <= v["reabsnet"]["k"] for v in b["per_attack"].values() if "reabsnet" in v)
+    h = a["hardening"]
+    assert set(h["configs"]) == {"ReabsNet (distilled master, the paper's)", "ReabsNet with the Madry-style master"}
+    assert all(c["robust"]["n"] == h["n"] for c in h["configs"].values())
     report = (smoke_run / "REPORT.md").read_text()
-    for heading in ("Table 3", "Madry-style baseline", "Adaptive attacks", "Sanity checks", "Reject policy"):
+    for heading in ("Table 3", "Madry-style baseline", "Adaptive attacks", "Sanity checks", "Reject policy",
+                    "Hardening attempts"):
         assert heading in report
     for name in ("accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png"):
         assert (smoke_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -110,6 +110,7 @@ class AdaptiveConfig:
     steps: int = 100                 # APGD steps (auto-attack's default)
     restarts: int = 2                # APGD restarts, each on the images no earlier one broke
     n_cw: int = 200                  # joint CW-L2 (the slowest attack) on the first N of those images only
+    harden_n: int = 300              # hardening attempts (at L-inf 0.3) on the first N test images; 0 = skip
     enabled: bool = True
 
 
@@ -142,7 +143,7 @@ PROFILES: dict[str, Profile] = {
                                 eval_restarts=1,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=3000)),
-        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10),
+        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10, harden_n=10),
     ),
     "quick": Profile(
         name="quick",
@@ -153,7 +154,7 @@ PROFILES: dict[str, Profile] = {
         baseline=BaselineConfig(method="short-pgd", val_images=500, val_steps=10, eval_images=500, eval_restarts=2,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=20000)),
-        adaptive=AdaptiveConfig(n=100, steps=50, restarts=1, n_cw=50),
+        adaptive=AdaptiveConfig(n=100, steps=50, restarts=1, n_cw=50, harden_n=0),
     ),
     "paper": Profile(
         name="paper",

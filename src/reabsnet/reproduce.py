@@ -18,7 +18,7 @@ from reabsnet import data
 from reabsnet.artifacts import read_json
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation import plots, report
-from reabsnet.evaluation.adaptive import adaptive_evaluation, transfer_check
+from reabsnet.evaluation.adaptive import adaptive_evaluation, hardening, transfer_check
 from reabsnet.evaluation.figure import figure4
 from reabsnet.evaluation.paper import ATTACK_SPECS, attack_sets, evaluate
 from reabsnet.evaluation.table3 import compare, pgd_specs
@@ -51,7 +51,8 @@ def build_seconds(out: Path) -> dict[str, float]:
     built["DeepFool guardian data (all shards)"] = round(sum(seconds(p, "seconds") for p in shards), 1)
     if (out / "madry.json").exists():
         built["madry evaluation (PGD-40, PGD-100)"] = seconds(out / "madry.json", "metrics", "seconds")
-    for sub in ("attacks", "attacks-madry", "attacks-pgd", "attacks-madry-pgd", "adaptive"):
+    for sub in ("attacks", "attacks-madry", "attacks-pgd", "attacks-madry-pgd", "adaptive", "adaptive-harden-paper",
+                "adaptive-harden-madry-master"):
         for p in sorted((out / sub).glob("*.json")):
             built[f"attack set {sub}/{p.stem}"] = seconds(p, "seconds")
     return built
@@ -110,6 +111,9 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         pgd = results["curves"]["pgd"]
         adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
                                                                            strict=True)))
+        if profile.adaptive.harden_n:
+            adaptive["hardening"] = timed("hardening attempts", lambda: hardening(
+                profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))
         results["adaptive"] = adaptive
     titles = {s.key: s.title for s in ATTACK_SPECS}
     timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))

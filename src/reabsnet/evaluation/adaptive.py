@@ -57,11 +57,16 @@ def _digest(*metas: dict, extra=()) -> dict:
 
 
 def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, master_meta: dict,
-                        guardian_meta: dict, madry: nn.Module, madry_meta: dict, out: Path, timings: dict) -> dict:
+                        guardian_meta: dict, madry: nn.Module, madry_meta: dict, out: Path, timings: dict, *,
+                        bounds: list[tuple[str, float]] | None = None, n: int | None = None,
+                        subdir: str = "adaptive", baselines: tuple[str, ...] = ("master", "madry"),
+                        sanity: bool = True) -> dict:
     """Run (or reuse) every adaptive attack set and return the robust accuracies, per-attack rates, the selective
-    view and the sanity checks, all on the first `profile.adaptive.n` test images."""
+    view and the sanity checks, on the first `n` (default `profile.adaptive.n`) test images, at `bounds` (default
+    all of LINF_BOUNDS and L2_BOUNDS); sets are stored under out/<subdir>/."""
     cfg = profile.adaptive
-    n = cfg.n
+    n = n or cfg.n
+    bounds = bounds or threats()
     x, y = splits.split("test")
     x, y = x[:n], y[:n]
     m = profile.modifier
@@ -87,9 +92,9 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
         model, meta = attacked[(who, loss)]
         spec = _apgd_spec(who, norm, eps, loss, cfg, REJECT if who == "joint" else None)
-        return spec.key, run(model, meta, [spec], "adaptive")[spec.key]
+        return spec.key, run(model, meta, [spec])[spec.key]
 
-    def run(model, meta, specs, subdir):
+    def run(model, meta, specs):
         return attack_sets(profile, splits, model, meta, out, timings, specs=specs, subdir=subdir, n=n)
 
     clean = defended.predict_batches(x)
@@ -103,11 +108,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         "selective_correct_or_rejected": rate(selective_clean), "selective_rejected": rate(clean.flagged)}}
 
     cw_spec = AttackSpec("joint-cw-l2-t", "joint CW-L2 targeted", "cw-l2", True, None)
-    cw_raw = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[cw_spec], subdir="adaptive",
-                         n=min(cfg.n_cw, n))[cw_spec.key]
-    cw = _pad(cw_raw, x)
+    cw_raw = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[cw_spec], subdir=subdir,
+                         n=min(cfg.n_cw, n))[cw_spec.key] if any(norm == "l2" for norm, _ in bounds) else None
+    cw = _pad(cw_raw, x) if cw_raw else None
 
-    for norm, eps in threats():
+    for norm, eps in bounds:
         name = f"{norm} {eps:g}"
         candidates = dict(run_apgd(who, loss, norm, eps) for who in ("joint", "bpda") for loss in ("ce", "dlr"))
         if norm == "l2":
@@ -121,23 +126,26 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                                "flagged": rate(pred.flagged)}
             robust &= correct
             selective &= ok
-        baselines = {}
+        robust_baseline = {}
         for who, clean_ok in (("master", master_alone_clean), ("madry", madry_clean)):
+            if who not in baselines:
+                continue
             ok = clean_ok.clone()
             for loss in ("ce", "dlr"):
                 key, (arrays, _) = run_apgd(who, loss, norm, eps)
                 fooled = arrays["label"] != y
                 per_attack[key] = {who: rate(clean_ok & ~fooled)}
                 ok &= ~fooled
-            baselines[who] = rate(ok)
+            robust_baseline[who] = rate(ok)
         results["bounds"][name] = {"norm": norm, "eps": eps, "reabsnet": rate(robust), "selective": rate(selective),
-                                   **baselines, "per_attack": per_attack}
-        log.info("adaptive %s: ReabsNet %.3f, reject policy %.3f, master %.3f, madry %.3f", name,
-                 results["bounds"][name]["reabsnet"]["rate"], results["bounds"][name]["selective"]["rate"],
-                 baselines["master"]["rate"], baselines["madry"]["rate"])
-    results["sanity"] = _sanity(profile, splits, defended, *attacked[("joint", "ce")], results, cw_raw, out,
-                                timings, x, y)
-    results["n_cw"] = len(cw_raw[0]["y"])
+                                   **robust_baseline, "per_attack": per_attack}
+        log.info("adaptive %s: ReabsNet %.3f, reject policy %.3f%s", name, results["bounds"][name]["reabsnet"]["rate"],
+                 results["bounds"][name]["selective"]["rate"],
+                 "".join(f", {k} {v['rate']:.3f}" for k, v in robust_baseline.items()))
+    if sanity:
+        results["sanity"] = _sanity(profile, splits, defended, *attacked[("joint", "ce")], results, cw_raw, out,
+                                    timings, x, y)
+    results["n_cw"] = len(cw_raw[0]["y"]) if cw_raw else 0
     return results
 
 
@@ -222,3 +230,28 @@ def transfer_check(results: dict, oblivious_pgd: dict) -> dict:
             rows[key] = {"transfer_from_master": oblivious_pgd[e],
                          "adaptive": results["bounds"][key]["reabsnet"]["rate"]}
     return {"rows": rows, "holds": all(r["adaptive"] <= r["transfer_from_master"] for r in rows.values())}
+
+
+def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta: dict, guardian_meta: dict,
+              madry: nn.Module, madry_meta: dict, out: Path, timings: dict) -> dict:
+    """Configurations tried against the same adaptive attacks at L-inf 0.3, on the first `harden_n` test images,
+    beside the Madry-style baseline on those images: the paper's ReabsNet, and ReabsNet with the adversarially
+    trained baseline as its master (the guardian and modifier unchanged). Each also under the reject policy."""
+    n = profile.adaptive.harden_n
+    bound = [("linf", 0.3)]
+    configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, "adaptive-harden-paper"),
+               "ReabsNet with the Madry-style master": (
+                   ReabsNet(madry, defended.guardian, threshold=defended.threshold, revise_to=defended.revise_to,
+                            overshoot=defended.overshoot, max_iter=defended.max_iter).eval(),
+                   madry_meta, "adaptive-harden-madry-master")}
+    rows = {}
+    for name, (net, meta, subdir) in configs.items():
+        r = adaptive_evaluation(profile, splits, net, meta, guardian_meta, madry, madry_meta, out, timings,
+                                bounds=bound, n=n, subdir=subdir, baselines=("madry",), sanity=False)
+        b = r["bounds"]["linf 0.3"]
+        rows[name] = {"clean": r["clean"]["reabsnet"], "robust": b["reabsnet"],
+                      "reject_policy_clean": r["clean"]["selective_correct_or_rejected"],
+                      "reject_policy_rejects_clean": r["clean"]["selective_rejected"],
+                      "reject_policy_robust": b["selective"], "madry_clean": r["clean"]["madry"],
+                      "madry_robust": b["madry"]}
+    return {"n": n, "bound": "linf 0.3", "configs": rows}

@@ -223,6 +223,18 @@ def _adaptive(r: dict) -> list[str]:
                          for k, v in t["rows"].items())
         lines.append(f"- white-box beats transfer from the master (PGD crafted on the master alone, from the "
                      f"accuracy-vs-bound curve): {rows}: {'holds' if t['holds'] else 'FAILS'}.")
+    h = a.get("hardening")
+    if h:
+        lines += ["", f"### Hardening attempts (the same adaptive attacks at {h['bound'].replace('linf', 'L-inf')}, "
+                  f"first {h['n']} test images)", "",
+                  "| configuration | clean accuracy | robust accuracy (worst case) | reject policy: clean correct or "
+                  "rejected | reject policy under attack | Madry-style baseline, same images: clean / robust |",
+                  "|---|---|---|---|---|---|"]
+        for name, c in h["configs"].items():
+            lines.append(f"| {name} | {_cell(c['clean'])} | {_cell(c['robust'])} | "
+                         f"{_cell(c['reject_policy_clean'])} (rejects {c['reject_policy_rejects_clean']['rate']:.3f}) "
+                         f"| {_cell(c['reject_policy_robust'])} | {c['madry_clean']['rate']:.3f} / "
+                         f"{c['madry_robust']['rate']:.3f} |")
     return lines
 
 
