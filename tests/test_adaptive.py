@@ -107,3 +107,16 @@ def test_scaled_keeps_labels(small_model, batch):
     x, _ = batch
     with torch.no_grad():
         assert torch.equal(Scaled(small_model, 0.01)(x).argmax(1), small_model(x).argmax(1))
+
+
+def test_apgd_settings_parse_from_the_command_line():
+    from reabsnet.attacks.settings import parse_settings
+    from reabsnet.errors import ReabsnetError
+
+    assert parse_settings(apgd, ["reject=10", "loss=ce", "eps=0.1", "norm=l2"]) == {
+        "reject": 10, "loss": "ce", "eps": 0.1, "norm": "l2"}
+    assert parse_settings(apgd, ["reject=none"]) == {"reject": None}
+    with pytest.raises(ReabsnetError, match="not a valid number"):
+        parse_settings(apgd, ["reject=x"])
+    with pytest.raises(ReabsnetError, match="expected KEY=VALUE"):
+        parse_settings(apgd, ["trace=1"])

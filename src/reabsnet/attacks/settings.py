@@ -27,12 +27,22 @@ def parse_settings(attack: Callable, items: Sequence[str]) -> dict[str, Any]:
             raise ReabsnetError(f"setting {item!r}: expected KEY=VALUE with KEY one of: {', '.join(defaults)}")
         kind = type(defaults[key])
         try:
-            if kind is bool:
+            if defaults[key] is None:      # an optional setting (e.g. apgd's reject class): a number or none
+                out[key] = None if value.lower() == "none" else _number(value)
+            elif kind is bool:
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(value)
                 out[key] = value.lower() in ("true", "1", "yes")
             else:
                 out[key] = kind(value)
         except ValueError:
-            raise ReabsnetError(f"setting {item!r}: {value!r} is not a valid {kind.__name__}") from None
+            expected = "number (or none)" if defaults[key] is None else kind.__name__
+            raise ReabsnetError(f"setting {item!r}: {value!r} is not a valid {expected}") from None
     return out
+
+
+def _number(value: str) -> int | float:
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
