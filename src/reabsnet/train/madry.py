@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from reabsnet.artifacts import stage_key
 from reabsnet.attacks import BOX, pgd
 from reabsnet.data import Splits
-from reabsnet.evaluation.stats import rate
 from reabsnet.models import create_model, place
 from reabsnet.profiles import BaselineConfig, Profile
+from reabsnet.rates import rate
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import cached_model, run_dir
 from reabsnet.train.loop import LossFn, accuracy, fit
