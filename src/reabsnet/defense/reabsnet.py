@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from reabsnet.attacks import BOX
 from reabsnet.attacks.common import Box
-from reabsnet.defense.modifier import ADVERSARIAL, revise
+from reabsnet.defense.modifier import ADVERSARIAL, revise, unrolled_revision
 
 
 @dataclass
@@ -37,13 +37,19 @@ class ReabsNet(nn.Module):
     and on the modifier's revision of x where it does not, so the module drops into any evaluation code. The
     modifier revises until P(natural) >= revise_to (default: the threshold itself, the paper's rule: just across
     the guardian's boundary).
-    Gradients flow to x through the master and straight through the revision (the revision counts as identity on
-    the backward pass, the BPDA approximation of Athalye et al. 2018); `predict` returns the full record.
+    Gradients flow to x through the master and, with backward="identity", straight through the revision (the
+    revision counts as identity on the backward pass, the BPDA approximation of Athalye et al. 2018); with
+    backward="unrolled", through the modifier's DeepFool steps replayed with their graph (exact, about three
+    times the cost). `predict` returns the full record.
     """
 
     def __init__(self, master: nn.Module, guardian: nn.Module, *, threshold: float = 0.5,
-                 revise_to: float | None = None, overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX):
+                 revise_to: float | None = None, overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX,
+                 backward: str = "identity"):
         super().__init__()
+        if backward not in ("identity", "unrolled"):
+            raise ValueError(f"backward must be 'identity' or 'unrolled', not {backward!r}")
+        self.backward = backward
         revise_to = threshold if revise_to is None else revise_to
         for name, v in (("threshold", threshold), ("revise_to", revise_to)):
             if not 0.0 < v < 1.0:
@@ -68,9 +74,15 @@ class ReabsNet(nn.Module):
         if len(idx):
             rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
                          max_iter=self.max_iter, box=self.box)
-            delta = torch.zeros_like(x)
-            delta[idx] = rev.x - x[idx].detach()
-            x_seen = x + delta          # straight-through: d x_seen / d x = identity
+            if self.backward == "unrolled" and x.requires_grad and torch.is_grad_enabled():
+                replay = unrolled_revision(self.guardian, x[idx], rev.iterations, threshold=self.revise_to,
+                                           overshoot=self.overshoot, box=self.box)
+                revised = replay + (rev.x - replay).detach()    # the forward value is revise's, exactly
+                x_seen = x.index_put((idx,), revised)
+            else:
+                delta = torch.zeros_like(x)
+                delta[idx] = rev.x - x[idx].detach()
+                x_seen = x + delta          # straight-through: d x_seen / d x = identity
             iterations[idx], l2[idx], natural[idx] = rev.iterations, rev.l2, rev.natural
         return Prediction(logits=self.master(x_seen), p_adversarial=p_adv, flagged=flagged, x=x_seen.detach(),
                           iterations=iterations, revision_l2=l2, natural_after=natural)

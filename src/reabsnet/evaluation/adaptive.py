@@ -8,7 +8,8 @@ Threat models
 Per bound, every attack below runs (with restarts) and an image counts as robust only if the pipeline labels it
 correctly under all of them (the worst case per example):
 - joint APGD-CE and APGD-DLR on `JointLogits` (evade the guardian and fool the master at once);
-- BPDA APGD-CE and APGD-DLR on the whole pipeline (the modifier as identity on the backward pass);
+- BPDA APGD-CE and APGD-DLR on the whole pipeline (the modifier as identity on the backward pass), and APGD-DLR
+  through the modifier's DeepFool steps unrolled (exact gradients, `ReabsNet(backward="unrolled")`);
 - under L2 also joint CW-L2, targeted at a random class (Carlini & Wagner 2017's attack on detectors), masked by
   the bound; it is the slowest, so it runs on the first `n_cw` images only.
 The master alone and the Madry-style baseline face APGD-CE and APGD-DLR (for an undefended network the joint and
@@ -83,6 +84,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         ("joint", "dlr"): (joint, joint_meta),
         ("bpda", "ce"): (Scaled(defended, unscale).eval(), _digest(pipeline_meta, extra=("scale", unscale))),
         ("bpda", "dlr"): (defended, pipeline_meta),
+        ("unrolled", "dlr"): (_with_backward(defended, "unrolled"), _digest(pipeline_meta, extra=("unrolled",))),
         ("master", "ce"): (Scaled(defended.master, unscale).eval(), _digest(master_meta, extra=("scale", unscale))),
         ("master", "dlr"): (defended.master, master_meta),
         ("madry", "ce"): (madry, madry_meta),
@@ -114,7 +116,8 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
 
     for norm, eps in bounds:
         name = f"{norm} {eps:g}"
-        candidates = dict(run_apgd(who, loss, norm, eps) for who in ("joint", "bpda") for loss in ("ce", "dlr"))
+        candidates = dict(run_apgd(who, loss, norm, eps) for who, loss in (
+            ("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr")))
         if norm == "l2":
             candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")
         per_attack, robust, selective = {}, pipeline_ok.clone(), selective_clean.clone()
@@ -147,6 +150,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                                     timings, x, y)
     results["n_cw"] = len(cw_raw[0]["y"]) if cw_raw else 0
     return results
+
+
+def _with_backward(net: ReabsNet, backward: str) -> ReabsNet:
+    return ReabsNet(net.master, net.guardian, threshold=net.threshold, revise_to=net.revise_to,
+                    overshoot=net.overshoot, max_iter=net.max_iter, box=net.box, backward=backward).eval()
 
 
 def _labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

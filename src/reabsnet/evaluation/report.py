@@ -183,7 +183,8 @@ def _adaptive(r: dict) -> list[str]:
              "below runs and an image counts as robust only if the pipeline is right under all of them (worst case "
              "per example): joint APGD-CE and APGD-DLR on the master and guardian together (evade the guardian, "
              "fool the master; CE sees the master's logits / T), BPDA APGD-CE and APGD-DLR through the modifier "
-             "(the revision as identity on the backward pass), and under L2 also joint CW-L2 targeted, cut at the "
+             "(the revision as identity on the backward pass), APGD-DLR through the modifier's DeepFool steps "
+             "unrolled (exact gradients), and under L2 also joint CW-L2 targeted, cut at the "
              f"bound (on the first {a.get('n_cw', a['n'])} images only: it is the slowest). The master alone and "
              "the Madry-style baseline face APGD-CE and APGD-DLR directly. "
              f"First {a['n']} test images; APGD {a['steps']} steps, {a['restarts']} restart(s).", "",
