@@ -95,6 +95,7 @@ class EvalConfig:
     n_cw_l2: int = 1000              # CW-L2 on its own count: it is the slowest attack on a CPU
     n_cw_linf: int = 100             # CW-L-inf untargeted / targeted: 100 images in the paper
     n_pgd: int = 1000                # PGD at each bound of the accuracy-vs-bound curve (not in the paper)
+    n_cw_l2_baseline: int = 0        # CW-L2 against the Madry-style baseline (3x the master's cost); 0 = n_cw_l2
     preset: str = "paper"            # attack settings (reabsnet.attacks.presets); reports print the departures
     target_seed: int = 0             # seed of the random targets of targeted attacks
     figure_examples: int = 4         # examples per attack in Figure 4
@@ -150,7 +151,7 @@ PROFILES: dict[str, Profile] = {
         master=TrainConfig(epochs=3, batch_size=128, lr=0.05),
         guardian=GuardianConfig(train_images=20000, val_images=2000, shard_size=5000,
                                 train=TrainConfig(epochs=3, batch_size=128, lr=0.02)),
-        eval=EvalConfig(n=1000, n_cw_l2=200, n_cw_linf=50, n_pgd=200, preset="quick"),
+        eval=EvalConfig(n=1000, n_cw_l2=200, n_cw_linf=50, n_pgd=200, n_cw_l2_baseline=100, preset="quick"),
         baseline=BaselineConfig(method="short-pgd", val_images=500, val_steps=10, eval_images=500, eval_restarts=2,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=20000)),

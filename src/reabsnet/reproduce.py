@@ -94,7 +94,8 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     sets = timed("attack sets", lambda: attack_sets(profile, splits, master, master_meta, out, attack_seconds))
     madry, madry_meta = timed("madry baseline", lambda: train_madry(profile, splits, device, home=home))
     madry_sets = timed("attack sets (madry)", lambda: attack_sets(profile, splits, madry, madry_meta, out,
-                                                                  attack_seconds, subdir="attacks-madry"))
+                                                                  attack_seconds, subdir="attacks-madry",
+                                                                  baseline=True))
     n_pgd = profile.eval.n_pgd
     pgd_master = timed("pgd per bound (master)", lambda: attack_sets(
         profile, splits, master, master_meta, out, attack_seconds, specs=pgd_specs(), subdir="attacks-pgd", n=n_pgd))

@@ -55,20 +55,22 @@ PAPER = {
 }
 
 
-def set_size(profile: Profile, spec: AttackSpec) -> int:
+def set_size(profile: Profile, spec: AttackSpec, baseline: bool = False) -> int:
     cfg = profile.eval
-    return {"cw-l2": cfg.n_cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
+    cw_l2 = (cfg.n_cw_l2_baseline or cfg.n_cw_l2) if baseline else cfg.n_cw_l2
+    return {"cw-l2": cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
 
 
 def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
-                timings: dict, specs: list[AttackSpec] = ATTACK_SPECS, subdir: str = "attacks", n: int | None = None
-                ) -> dict[str, tuple[dict, dict]]:
+                timings: dict, specs: list[AttackSpec] = ATTACK_SPECS, subdir: str = "attacks", n: int | None = None,
+                baseline: bool = False) -> dict[str, tuple[dict, dict]]:
     """Build (or reuse) each attack set against `model` (the master, unless the caller says otherwise) on the
-    first test images, under out/<subdir>/; key -> (arrays, sidecar). `n` overrides the profile's set sizes."""
+    first test images, under out/<subdir>/; key -> (arrays, sidecar). `n` overrides the profile's set sizes;
+    `baseline` picks the baseline's CW-L2 size."""
     x_test, y_test = splits.split("test")
     sets = {}
     for spec in specs:
-        size = n or set_size(profile, spec)
+        size = n or set_size(profile, spec, baseline)
         preset = get_preset(spec.attack, profile.eval.preset)
         settings = {**preset.settings, **(spec.settings or {})}
         note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
