@@ -120,3 +120,11 @@ def test_apgd_settings_parse_from_the_command_line():
         parse_settings(apgd, ["reject=x"])
     with pytest.raises(ReabsnetError, match="expected KEY=VALUE"):
         parse_settings(apgd, ["trace=1"])
+
+
+def test_apgd_trace_shows_the_loss_going_up(small_model, batch):
+    x, y = batch
+    trace: list[float] = []
+    apgd(small_model, x, y, eps=0.1, loss="ce", steps=20, trace=trace)
+    assert len(trace) >= 1 and trace[-1] > 0
+    assert all(b >= a - 1e-6 for a, b in zip(trace, trace[1:], strict=False))   # best-so-far gains never fall

@@ -112,7 +112,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     restarts: each from a fresh random start, on the examples no earlier restart has broken. Per example the first
     successful point is kept, else the highest-loss one; an example stops costing compute once it is broken (the
     working set shrinks as they break). `trace`, when a list, receives at every step of the first restart the mean
-    gain in loss (best so far minus start) of the examples still running (the sanity check that the loss goes up).
+    over the restart's examples of the gain in loss, best so far minus start (an example that broke keeps its
+    gain): the sanity check that the attack's loss goes up.
     """
     check_inputs(x, y, target, box)
     if target is not None:
@@ -127,6 +128,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     best = x.clone()
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     found_any = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    gain = torch.zeros(len(x), device=x.device)      # per example: best loss so far minus its starting loss
 
     def direction(grad: torch.Tensor) -> torch.Tensor:
         if norm == "linf":
@@ -185,7 +187,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
                     for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
                         s[name][better] = src[better]
                     if trace is not None and restart == 0:
-                        trace.append(float((s["best_value"] - s["start"]).mean()) if len(value) else float("nan"))
+                        gain[s["idx"]] = s["best_value"] - s["start"]
+                        trace.append(float(gain[idx].mean()))
                     if k + 1 in checks:
                         span = k + 1 - last_check
                         stalled = (s["raised"] < rho * span) | ((s["eta"] == s["eta_at_check"]) &

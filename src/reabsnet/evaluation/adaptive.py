@@ -224,7 +224,7 @@ def _sanity(profile, splits, defended, joint, joint_meta, results, cw, out, timi
     checks["loss_increases"] = {"gain_after_first_step": finite[0] if finite else None,
                                 "gain_at_end": finite[-1] if finite else None,
                                 "holds": bool(finite) and finite[-1] > 0, "images": k,
-                                "note": "mean gain in the attack loss over the images not yet broken"}
+                                "note": "mean over the images of the best attack loss so far minus the starting loss"}
     return checks
 
 
