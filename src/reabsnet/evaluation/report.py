@@ -55,9 +55,10 @@ def render(results: dict) -> str:
               f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min (stages reused from earlier runs "
               f"count 0; the compute-time table gives each artifact's build time)  ",
               f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", ""]
-    lines += ["Every rate is given as rate (count/n; 95% Wilson interval), beside the paper's value. Attacks are "
-              "crafted against the master only (the paper's threat model); see the settings section for what "
-              "differs from the paper.", ""]
+    lines += ["Every rate is given as rate (count/n; 95% Wilson interval), beside the paper's value. Tables 1-3 "
+              "use the paper's threat model (attacks crafted against the master; the Madry-style baseline attacked "
+              "directly); the section on adaptive attacks, if present, uses an attacker who also knows the guardian "
+              "and the modifier. See the settings section for what differs from the paper.", ""]
     lines += ["## Clean accuracy (all test images)", "", "| | ours | paper |", "|---|---|---|",
               f"| master | {_cell(r['clean']['master'])} | {PAPER['clean_master']} |",
               f"| ReabsNet | {_cell(r['clean']['reabsnet'])} | {PAPER['clean_reabsnet']} |", ""]
