@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(madry)
     madry.set_defaults(run=cmd_train_madry)
 
-    repro = sub.add_parser("reproduce", help="the whole paper: master, guardian, attacks, Tables 1-2, Figure 4")
+    repro = sub.add_parser("reproduce", help="the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, "
+                                            "plots) and the adaptive attacks")
     _profile_args(repro)
     repro.add_argument("--copy-to", metavar="DIR", help="also copy REPORT.md, results.json and the figure to DIR")
     _common(repro)
