@@ -60,9 +60,12 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
     for key in ("deepfool", "cw-l2-u"):   # a looser bound can only help the attacker
         assert r["table3"]["0.6"][key]["master"]["rate"] <= r["table3"]["0.3"][key]["master"]["rate"]
     curves = r["curves"]
-    for a in curves["attacks"].values():
+    for key, a in curves["attacks"].items():
+        # a looser bound lets more adversarial examples count; it can help by at most the odd image whose attacked
+        # version is classified better than its original
+        slack = 1.0 / r["attacks"][key]["n"] + 1e-9
         for who in ("master", "reabsnet", "madry"):
-            assert all(b <= a + 1e-9 for a, b in zip(a[who], a[who][1:], strict=False))   # non-increasing
+            assert all(later <= earlier + slack for earlier, later in zip(a[who], a[who][1:], strict=False))
     a = r["adaptive"]
     assert set(a["bounds"]) == {"linf 0.1", "linf 0.2", "linf 0.3", "l2 1.5", "l2 2"}
     s = a["sanity"]
