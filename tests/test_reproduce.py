@@ -47,7 +47,10 @@ def test_rerun_reuses_every_stage_and_recomputes_a_lost_shard(smoke_run, shared_
 def test_results_record_build_time_of_every_artifact(smoke_run):
     built = json.loads((smoke_run / "results.json").read_text())["build_seconds"]
     assert {"master training", "guardian training", "DeepFool guardian data (all shards)"} <= set(built)
-    assert all(f"attack set {k}" in built for k in ("fgsm", "deepfool", "cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t"))
+    for sub in ("attacks", "attacks-madry"):
+        assert all(f"attack set {sub}/{k}" in built
+                   for k in ("fgsm", "deepfool", "cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t"))
+    assert built["madry training"] > 0 and "attack set adaptive/joint-apgd-dlr-linf-0.30" in built
     assert built["guardian training"] > 0 and built["DeepFool guardian data (all shards)"] > 0
 
 
