@@ -42,6 +42,7 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
     """attack -> library -> fn(x, y) returning adversarial x in [-0.5, 0.5]."""
     out: dict[str, dict[str, Callable]] = {k: {} for k in settings}
     pgd, df, l2, li = settings["pgd"], settings["deepfool"], settings["cw-l2"], settings["cw-linf"]
+    ap = settings.get("apgd", {})
     try:
         import foolbox as fb
 
@@ -62,6 +63,7 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
         pass
     try:
         from art.attacks.evasion import (
+            AutoProjectedGradientDescent,
             CarliniL2Method,
             CarliniLInfMethod,
             DeepFool,
@@ -90,6 +92,11 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
         out["cw-linf"]["ART"] = run_art(CarliniLInfMethod(
             clf, confidence=li["confidence"], learning_rate=li["learning_rate"], max_iter=li["max_iterations"],
             batch_size=n, verbose=False))
+        if "apgd" in out and ap["norm"] == "linf":
+            out["apgd"]["ART"] = run_art(AutoProjectedGradientDescent(
+                clf, norm=np.inf, eps=ap["eps"], eps_step=2 * ap["eps"], max_iter=ap["steps"], nb_random_init=1,
+                batch_size=n, verbose=False,
+                loss_type="difference_logits_ratio" if ap["loss"] == "dlr" else "cross_entropy"))
     except ImportError:
         pass
     try:
@@ -108,6 +115,10 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
         # torchattacks' CW has no binary search over c: one run at the initial constant
         out["cw-l2"]["torchattacks"] = run_ta(ta.CW(shifted, c=l2["initial_const"], kappa=l2["confidence"],
                                                     steps=l2["max_iterations"], lr=l2["learning_rate"]))
+        if "apgd" in out:
+            out["apgd"]["torchattacks"] = run_ta(ta.APGD(shifted, norm={"linf": "Linf", "l2": "L2"}[ap["norm"]],
+                                                         eps=ap["eps"], steps=ap["steps"], n_restarts=1,
+                                                         loss=ap["loss"], rho=ap["rho"], seed=0))
     except ImportError:
         pass
     return out
