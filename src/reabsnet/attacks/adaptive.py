@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
-from reabsnet.attacks.pgd import _project, _random_start
+from reabsnet.attacks.pgd import _direction, _project, _random_start
 
 NATURAL, ADVERSARIAL = 0, 1   # the guardian's classes (as in reabsnet.defense)
 
@@ -130,11 +130,6 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     found_any = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     gain = torch.zeros(len(x), device=x.device)      # per example: best loss so far minus its starting loss
 
-    def direction(grad: torch.Tensor) -> torch.Tensor:
-        if norm == "linf":
-            return grad.sign()
-        return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-
     def project(z: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return (xs + _project(z - xs, eps, norm)).clamp(*box)
 
@@ -174,7 +169,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
                 if k == steps or len(s["idx"]) == 0:
                     break
                 with torch.no_grad():
-                    z = project(s["cur"] + s["eta"].view(view) * direction(s["grad"]), s["xs"])
+                    z = project(s["cur"] + s["eta"].view(view) * _direction(s["grad"], norm), s["xs"])
                     if k:
                         z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]),
                                     s["xs"])

@@ -16,6 +16,13 @@ def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return delta * (eps / n).clamp(max=1.0)
 
 
+def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent step of unit size in `norm`: the gradient's sign (L-inf) or the normalised gradient."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+
+
 def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
     if norm == "linf":
         return (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps
@@ -46,7 +53,6 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Ten
     if loss not in ("ce", "margin"):
         raise ValueError(f"loss must be 'ce' or 'margin', not {loss!r}")
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    view = (-1, *[1] * (x.dim() - 1))
     best = x.clone()
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     todo = torch.arange(len(x), device=x.device)
@@ -78,10 +84,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Ten
                             ts = ts[keep] if ts is not None else None
                             if len(run) == 0:
                                 break
-                    if norm == "linf":
-                        delta = delta + step_size * grad.sign()
-                    else:
-                        delta = delta + step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+                    delta = delta + step_size * _direction(grad, norm)
                     delta = _project(delta, eps, norm)
                     delta = (xs + delta).clamp(*box) - xs
             else:

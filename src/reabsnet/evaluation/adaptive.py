@@ -33,6 +33,7 @@ from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.paper import AttackSpec, attack_sets
 from reabsnet.evaluation.stats import rate
 from reabsnet.profiles import Profile
+from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         ("joint", "dlr"): (joint, joint_meta),
         ("bpda", "ce"): (Scaled(defended, unscale).eval(), _digest(pipeline_meta, extra=("scale", unscale))),
         ("bpda", "dlr"): (defended, pipeline_meta),
-        ("unrolled", "dlr"): (_with_backward(defended, "unrolled"), _digest(pipeline_meta, extra=("unrolled",))),
+        ("unrolled", "dlr"): (_variant(defended, backward="unrolled"), _digest(pipeline_meta, extra=("unrolled",))),
         ("master", "ce"): (Scaled(defended.master, unscale).eval(), _digest(master_meta, extra=("scale", unscale))),
         ("master", "dlr"): (defended.master, master_meta),
         ("madry", "ce"): (madry, madry_meta),
@@ -101,9 +102,10 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
 
     clean = defended.predict_batches(x)
     pipeline_ok = clean.label == y
-    master_alone_clean = _labels(defended.master, x) == y
-    madry_clean = _labels(madry, x) == y
-    selective_clean = clean.flagged | master_alone_clean
+    master_alone_clean = predict_logits(defended.master, x).argmax(1) == y
+    madry_clean = predict_logits(madry, x).argmax(1) == y
+    # reject policy: acceptable when flagged, else the pipeline's label, which is the master's on the input as is
+    selective_clean = clean.flagged | pipeline_ok
 
     results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "bounds": {}, "clean": {
         "reabsnet": rate(pipeline_ok), "master": rate(master_alone_clean), "madry": rate(madry_clean),
@@ -124,7 +126,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         for key, (arrays, _) in candidates.items():
             pred = defended.predict_batches(arrays["x_adv"])
             correct = pred.label == y
-            ok = pred.flagged | (_labels(defended.master, arrays["x_adv"]) == y)
+            ok = pred.flagged | correct      # unflagged inputs reach the master unrevised
             per_attack[key] = {"reabsnet": rate(correct & pipeline_ok), "selective": rate(ok & selective_clean),
                                "flagged": rate(pred.flagged)}
             robust &= correct
@@ -152,16 +154,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     return results
 
 
-def _with_backward(net: ReabsNet, backward: str) -> ReabsNet:
-    return ReabsNet(net.master, net.guardian, threshold=net.threshold, revise_to=net.revise_to,
-                    overshoot=net.overshoot, max_iter=net.max_iter, box=net.box, backward=backward).eval()
-
-
-def _labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-                          for i in range(0, len(x), batch_size)])
+def _variant(net: ReabsNet, master: nn.Module | None = None, backward: str | None = None) -> ReabsNet:
+    """`net` with its modifier settings, another master and/or another backward pass."""
+    return ReabsNet(master if master is not None else net.master, net.guardian, threshold=net.threshold,
+                    revise_to=net.revise_to, overshoot=net.overshoot, max_iter=net.max_iter, box=net.box,
+                    backward=backward or net.backward).eval()
 
 
 def _pad(item: tuple[dict, dict], x: torch.Tensor) -> tuple[dict, dict]:
@@ -248,10 +245,8 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
     n = profile.adaptive.harden_n
     bound = [("linf", 0.3)]
     configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, "adaptive-harden-paper"),
-               "ReabsNet with the Madry-style master": (
-                   ReabsNet(madry, defended.guardian, threshold=defended.threshold, revise_to=defended.revise_to,
-                            overshoot=defended.overshoot, max_iter=defended.max_iter).eval(),
-                   madry_meta, "adaptive-harden-madry-master")}
+               "ReabsNet with the Madry-style master": (_variant(defended, master=madry), madry_meta,
+                                                        "adaptive-harden-madry-master")}
     rows = {}
     for name, (net, meta, subdir) in configs.items():
         r = adaptive_evaluation(profile, splits, net, meta, guardian_meta, madry, madry_meta, out, timings,
