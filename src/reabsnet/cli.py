@@ -28,6 +28,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting, e.g. --set master.epochs=5 (repeatable)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every network instead of taking the shipped one (models/<dataset>/<profile>/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +116,12 @@ def _profile(args):
     return get_profile(args.profile, overrides)
 
 
+def _shipped(args):
+    from reabsnet.stages import SHIPPED_MODELS
+
+    return None if args.retrain else SHIPPED_MODELS
+
+
 def cmd_train_master(args) -> None:
     from reabsnet import data
     from reabsnet.runtime import resolve_device
@@ -122,7 +130,7 @@ def cmd_train_master(args) -> None:
     profile = _profile(args)
     device = resolve_device(args.device)
     splits = data.load(profile.dataset, home=args.home)
-    model, meta = train_master(profile, splits, device, home=args.home)
+    model, meta = train_master(profile, splits, device, args.home, _shipped(args))
     kind = f"distilled at T={meta['temperature']:g}" if meta.get("distilled") else "not distilled"
     acc = meta["metrics"]["test_accuracy"]
     print(f"master ({kind}, profile {profile.name}, seed {profile.seed}): test accuracy {acc:.2%} "
@@ -137,7 +145,7 @@ def cmd_train_madry(args) -> None:
     profile = _profile(args)
     device = resolve_device(args.device)
     splits = data.load(profile.dataset, home=args.home)
-    _, meta = train_madry(profile, splits, device, home=args.home)
+    _, meta = train_madry(profile, splits, device, args.home, _shipped(args))
     m = meta["metrics"]
     print(f"madry baseline (profile {profile.name}, seed {profile.seed}; {meta['recipe']}):")
     print(f"  clean accuracy {m['clean_accuracy']:.2%} on {len(splits.test_y):,} test images")
@@ -158,7 +166,7 @@ def cmd_reproduce(args) -> None:
     profile = _profile(args)
     device = resolve_device(args.device)
     command = "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "reabsnet reproduce"
-    out = reproduce(profile, device, home=args.home, command=command)
+    out = reproduce(profile, device, home=args.home, command=command, shipped=_shipped(args))
     if args.copy_to:
         dest = Path(args.copy_to)
         dest.mkdir(parents=True, exist_ok=True)
@@ -176,17 +184,19 @@ def cmd_classify(args) -> int:
     from reabsnet.models import load_model, place
     from reabsnet.profiles import get_profile
     from reabsnet.runtime import resolve_device
-    from reabsnet.stages import run_dir
+    from reabsnet.stages import SHIPPED_MODELS, run_dir, shipped_dir
 
     profile = get_profile(args.profile)
     device = resolve_device(args.device)
     run = run_dir(args.dataset, profile.name, args.home)
-    paths = {"master": args.master or run / "master.safetensors",
-             "guardian": args.guardian or run / "guardian.safetensors"}
-    for role, path in paths.items():
-        if not os.path.exists(path):
-            raise ReabsnetError(f"no {role} at {path}; train it with `reabsnet reproduce --profile {profile.name}` "
-                                f"or pass --{role} PATH")
+    shipped = shipped_dir(args.dataset, profile.name, SHIPPED_MODELS)
+    paths = {}
+    for role in ("master", "guardian"):   # given, else the run directory's, else the shipped one
+        found = [p for p in (run / f"{role}.safetensors", shipped / f"{role}.safetensors") if p.exists()]
+        paths[role] = getattr(args, role) or (found[0] if found else run / f"{role}.safetensors")
+        if not os.path.exists(paths[role]):
+            raise ReabsnetError(f"no {role} at {paths[role]}; train it with `reabsnet reproduce --profile "
+                                f"{profile.name}` or pass --{role} PATH")
     master = place(load_model(paths["master"], expect="master")[0], device)
     guardian = place(load_model(paths["guardian"], expect="guardian")[0], device)
     threshold = args.threshold if args.threshold is not None else profile.modifier.threshold

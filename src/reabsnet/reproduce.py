@@ -23,7 +23,7 @@ from reabsnet.evaluation.figure import figure4
 from reabsnet.evaluation.paper import ATTACK_SPECS, attack_sets, evaluate
 from reabsnet.evaluation.table3 import compare, pgd_specs
 from reabsnet.profiles import Profile
-from reabsnet.stages import run_dir
+from reabsnet.stages import SHIPPED_MODELS, run_dir
 from reabsnet.train import train_madry, train_master
 from reabsnet.train.guardian import train_guardian
 
@@ -48,7 +48,8 @@ def build_seconds(out: Path) -> dict[str, float]:
     built = {f"{name} training": seconds(out / f"{name}.json", "training", "seconds")
              for name in ("init", "teacher", "master", "guardian", "madry") if (out / f"{name}.json").exists()}
     shards = sorted((out / "guardian-data").glob("*.json"))
-    built["DeepFool guardian data (all shards)"] = round(sum(seconds(p, "seconds") for p in shards), 1)
+    if shards:   # none when the guardian was shipped
+        built["DeepFool guardian data (all shards)"] = round(sum(seconds(p, "seconds") for p in shards), 1)
     if (out / "madry.json").exists():
         built["madry evaluation (PGD-40, PGD-100)"] = seconds(out / "madry.json", "metrics", "seconds")
     for sub in ("attacks", "attacks-madry", "attacks-pgd", "attacks-madry-pgd", "adaptive", "adaptive-harden-paper",
@@ -73,8 +74,10 @@ def _figures(out: Path, profile: Profile, sets: dict, predictions: dict, titles:
     plots.revision_histogram(out / "revision-l2.png", natural.revision_l2[natural.flagged], revised, attack_l2)
 
 
-def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "") -> Path:
-    """Run (or resume) the whole reproduction; returns the directory holding REPORT.md and results.json."""
+def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
+              shipped: Path | None = SHIPPED_MODELS) -> Path:
+    """Run (or resume) the whole reproduction; returns the directory holding REPORT.md and results.json.
+    Networks are taken from the `shipped` models where their keys match (None: train every one)."""
     began = time.perf_counter()
     stages: dict[str, float] = {}
 
@@ -86,13 +89,13 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         return out
 
     splits = timed("data", lambda: data.load(profile.dataset, home=home))
-    master, master_meta = timed("master", lambda: train_master(profile, splits, device, home=home))
+    master, master_meta = timed("master", lambda: train_master(profile, splits, device, home, shipped))
     guardian, guardian_meta = timed("guardian", lambda: train_guardian(profile, splits, master, master_meta, device,
-                                                                       home=home))
+                                                                       home, shipped))
     out = run_dir(splits.name, profile.name, home)
     attack_seconds: dict[str, float] = {}
     sets = timed("attack sets", lambda: attack_sets(profile, splits, master, master_meta, out, attack_seconds))
-    madry, madry_meta = timed("madry baseline", lambda: train_madry(profile, splits, device, home=home))
+    madry, madry_meta = timed("madry baseline", lambda: train_madry(profile, splits, device, home, shipped))
     madry_sets = timed("attack sets (madry)", lambda: attack_sets(profile, splits, madry, madry_meta, out,
                                                                   attack_seconds, subdir="attacks-madry",
                                                                   baseline=True))

@@ -2,21 +2,32 @@
 
 Keys digest everything the artifact depends on (settings, seed, upstream hashes), so a changed input recomputes
 the stage and an interrupted run resumes at the first stage without a valid artifact.
+
+Trained networks can also ship with the source (`models/<dataset>/<profile>/` in the repository): a shipped model
+whose key matches is taken as the stage's artifact, after the same SHA-256 check as any other, and copied into the
+run directory, so the stages downstream of it run without retraining. A shipped file that fails the check is an
+error, never silently replaced by a retrained one.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from reabsnet.artifacts import data_home, is_valid
+from reabsnet.artifacts import atomic_path, data_home, is_valid, sidecar_path, verify
+from reabsnet.errors import ReabsnetError
 from reabsnet.models import load_model, place, save_model
 
 log = logging.getLogger(__name__)
+
+# The repository's shipped networks; in an installed (non-editable) package this folder does not exist, and every
+# stage simply trains.
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def run_dir(dataset: str, profile: str, home: str | Path | None = None) -> Path:
@@ -24,11 +35,36 @@ def run_dir(dataset: str, profile: str, home: str | Path | None = None) -> Path:
     return data_home(home) / "runs" / dataset / profile
 
 
+def shipped_dir(dataset: str, profile: str, root: Path | None = SHIPPED_MODELS) -> Path | None:
+    """Where a profile's shipped networks live (<root>/<dataset>/<profile>/); None when `root` is None (retrain)."""
+    return None if root is None else Path(root) / dataset / profile
+
+
+def _take_shipped(path: Path, key: str, shipped: Path | None) -> bool:
+    """Copy the shipped twin of `path` into place if its key matches; refuse one that fails verification."""
+    if shipped is None or not (shipped / path.name).exists():
+        return False
+    source = shipped / path.name
+    try:
+        meta = verify(source)
+    except ReabsnetError as e:
+        raise ReabsnetError(f"shipped model refused: {e}; restore it (git checkout models/) or rerun with "
+                            f"--retrain to train it instead") from None
+    if meta.get("key") != key:                     # made with other settings: not this stage's artifact
+        return False
+    for src in (source, sidecar_path(source)):     # payload first, sidecar last, as save_tensors writes them
+        with atomic_path(path.parent / src.name) as tmp:
+            shutil.copyfile(src, tmp)
+    log.info("using the shipped %s", source)
+    return True
+
+
 def cached_model(path: Path, key: str, build: Callable[[], tuple[nn.Module, dict]],
-                 device: torch.device) -> tuple[nn.Module, dict]:
-    """Load the model at `path` if it verifies and was made with `key`; otherwise build, save and return it.
+                 device: torch.device, shipped: Path | None = None) -> tuple[nn.Module, dict]:
+    """Load the model at `path` if it verifies and was made with `key`; else take its shipped twin in `shipped`
+    (a folder) if that was made with `key`; otherwise build, save and return it.
     Either way the model comes back in eval mode on `device`."""
-    if is_valid(path, key):
+    if is_valid(path, key) or _take_shipped(path, key, shipped):
         log.info("reusing %s", path)
         model, meta = load_model(path)
         return place(model, device).eval(), meta

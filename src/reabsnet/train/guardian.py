@@ -26,7 +26,7 @@ from reabsnet.defense import ADVERSARIAL, NATURAL
 from reabsnet.models import create_model, place
 from reabsnet.profiles import Profile
 from reabsnet.runtime import seed_everything
-from reabsnet.stages import cached_model, run_dir
+from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
 from reabsnet.train.loop import cross_entropy_at, fit
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,18 @@ def two_class_set(adv: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 
 def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, device: torch.device,
-                   home: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """Build (or reuse) the guardian-data shards, then train (or reuse) the guardian on the two-class set."""
+                   home: str | Path | None = None, shipped: Path | None = SHIPPED_MODELS) -> tuple[nn.Module, dict]:
+    """Train (or reuse, or take from the `shipped` models; None = never) the guardian; its DeepFool data shards
+    are built (or reused) only when the guardian itself has to be trained."""
     out = run_dir(splits.name, profile.name, home)
     cfg = profile.guardian
-    train_adv = deepfool_split(master, master_meta["sha256"], splits, "train", cfg.train_images, cfg.shard_size,
-                               out / "guardian-data")
-    val_adv = deepfool_split(master, master_meta["sha256"], splits, "val", cfg.val_images, cfg.shard_size,
-                             out / "guardian-data")
     key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256)
 
     def build() -> tuple[nn.Module, dict]:
+        train_adv = deepfool_split(master, master_meta["sha256"], splits, "train", cfg.train_images, cfg.shard_size,
+                                   out / "guardian-data")
+        val_adv = deepfool_split(master, master_meta["sha256"], splits, "val", cfg.val_images, cfg.shard_size,
+                                 out / "guardian-data")
         x_train, y_train, train_stats = two_class_set(train_adv)
         x_val, y_val, val_stats = two_class_set(val_adv)
         gen = seed_everything(profile.seed + 10)
@@ -98,4 +99,5 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
                                     "best_epoch": history.best_epoch, "seconds": time.perf_counter() - began},
                        "metrics": {"val_accuracy": history.best_val_accuracy}}
 
-    return cached_model(out / "guardian.safetensors", key, build, device)
+    return cached_model(out / "guardian.safetensors", key, build, device,
+                        shipped_dir(splits.name, profile.name, shipped))

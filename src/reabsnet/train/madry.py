@@ -24,7 +24,7 @@ from reabsnet.models import create_model, place
 from reabsnet.profiles import BaselineConfig, Profile
 from reabsnet.rates import rate
 from reabsnet.runtime import seed_everything
-from reabsnet.stages import cached_model, run_dir
+from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
 from reabsnet.train.loop import LossFn, accuracy, fit
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,10 @@ def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig) -> 
             "seconds": time.perf_counter() - began}
 
 
-def train_madry(profile: Profile, splits: Splits, device: torch.device,
-                home: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """Train (or reuse) the profile's Madry-style baseline (runs/<dataset>/<profile>/madry.safetensors)."""
+def train_madry(profile: Profile, splits: Splits, device: torch.device, home: str | Path | None = None,
+                shipped: Path | None = SHIPPED_MODELS) -> tuple[nn.Module, dict]:
+    """Train (or reuse, or take from the `shipped` models; None = never) the profile's Madry-style baseline
+    (runs/<dataset>/<profile>/madry.safetensors)."""
     cfg = profile.baseline
     method = resolve_method(cfg, device)
     train_cfg = cfg.madry_train if method == "madry" else cfg.fast_train
@@ -146,4 +147,5 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device,
                                     "seconds": seconds},
                        "metrics": evaluate_baseline(model, splits, cfg)}
 
-    return cached_model(out / "madry.safetensors", key, build, device)
+    return cached_model(out / "madry.safetensors", key, build, device,
+                        shipped_dir(splits.name, profile.name, shipped))

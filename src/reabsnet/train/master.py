@@ -25,7 +25,7 @@ from reabsnet.data import Splits
 from reabsnet.models import create_model, place
 from reabsnet.profiles import Profile
 from reabsnet.runtime import seed_everything
-from reabsnet.stages import cached_model, run_dir
+from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
 from reabsnet.train.loop import History, accuracy, cross_entropy_at, fit, predict_logits
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ def _train(model: nn.Module, splits: Splits, targets: torch.Tensor, cfg, tempera
     return _record(history, time.perf_counter() - start)
 
 
-def train_master(profile: Profile, splits: Splits, device: torch.device,
-                 home: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """Train (or reuse) the profile's master network; returns the deployed model and its sidecar.
+def train_master(profile: Profile, splits: Splits, device: torch.device, home: str | Path | None = None,
+                 shipped: Path | None = SHIPPED_MODELS) -> tuple[nn.Module, dict]:
+    """Train (or reuse, or take from the `shipped` models; None = never) the profile's master network; returns the
+    deployed model and its sidecar.
 
     Artifacts under runs/<dataset>/<profile>/: init, teacher and master (distilled), or master-plain.
     """
     out = run_dir(splits.name, profile.name, home)
+    ship = shipped_dir(splits.name, profile.name, shipped)
     common = {"profile": profile.name, "seed": profile.seed, "data_sha256": splits.sha256,
               "config": dataclasses.asdict(profile.master)}
     test_x, test_y = splits.split("test")
@@ -69,7 +71,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device,
         return finish(model, _train(model, splits, splits.train_y, cfg, 1.0, gen, "init"), temperature=1.0)
 
     init_key = stage_key("init", common, profile.init_epochs)
-    init, init_meta = cached_model(out / "init.safetensors", init_key, build_init, device)
+    init, init_meta = cached_model(out / "init.safetensors", init_key, build_init, device, ship)
 
     def from_init() -> nn.Module:
         return copy.deepcopy(init).train()
@@ -81,7 +83,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device,
             record = _train(model, splits, splits.train_y, profile.master, 1.0, gen, "master")
             return finish(model, record, distilled=False, temperature=1.0, init_sha256=init_meta["sha256"])
         key = stage_key("master-plain", common, init_meta["sha256"])
-        return cached_model(out / "master-plain.safetensors", key, build_plain, device)
+        return cached_model(out / "master-plain.safetensors", key, build_plain, device, ship)
 
     T = profile.temperature
 
@@ -92,7 +94,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device,
         return finish(model, record, temperature=T, init_sha256=init_meta["sha256"])
 
     teacher_key = stage_key("teacher", common, T, init_meta["sha256"])
-    teacher, teacher_meta = cached_model(out / "teacher.safetensors", teacher_key, build_teacher, device)
+    teacher, teacher_meta = cached_model(out / "teacher.safetensors", teacher_key, build_teacher, device, ship)
 
     def build_student() -> tuple[nn.Module, dict]:
         gen = seed_everything(profile.seed + 2)
@@ -106,4 +108,4 @@ def train_master(profile: Profile, splits: Splits, device: torch.device,
                       teacher_test_accuracy=teacher_meta["metrics"]["test_accuracy"])
 
     student_key = stage_key("master", common, T, teacher_meta["sha256"])
-    return cached_model(out / "master.safetensors", student_key, build_student, device)
+    return cached_model(out / "master.safetensors", student_key, build_student, device, ship)
