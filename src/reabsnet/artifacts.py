@@ -136,7 +136,7 @@ def verify(path: str | os.PathLike) -> dict:
     if not side.exists():
         raise ReabsnetError(f"{path}: its sidecar {side.name} is missing; the artifact is incomplete")
     meta = read_json(side)
-    if meta.get("format") != SIDECAR_FORMAT or "sha256" not in meta:
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT or "sha256" not in meta:
         raise ReabsnetError(f"{side}: not a reabsnet sidecar")
     if sha256_file(path) != meta["sha256"]:
         raise ReabsnetError(f"{path}: SHA-256 does not match its sidecar; the file is corrupt or was modified")

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.set_defaults(run=cmd_reproduce)
 
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
-    classify.add_argument("inputs", nargs="+", metavar="FILE", help="PNG/JPEG images or .npy/.npz batches")
+    classify.add_argument("inputs", nargs="+", metavar="FILE",
+                          help="PNG/JPEG images, .npy/.npz batches, or directories of them")
     classify.add_argument("--profile", default="quick", help="whose trained models to use (default: quick)")
     classify.add_argument("--master", metavar="PATH", help="master checkpoint (default: the profile's)")
     classify.add_argument("--guardian", metavar="PATH", help="guardian checkpoint (default: the profile's)")
@@ -179,7 +180,8 @@ def cmd_reproduce(args) -> None:
 def cmd_classify(args) -> int:
     import torch
 
-    from reabsnet.data.images import read_inputs
+    from reabsnet.checks import check_setting
+    from reabsnet.data.images import list_inputs, read_inputs
     from reabsnet.defense import ReabsNet
     from reabsnet.models import load_model, place
     from reabsnet.profiles import get_profile
@@ -187,6 +189,8 @@ def cmd_classify(args) -> int:
     from reabsnet.stages import SHIPPED_MODELS, run_dir, shipped_dir
 
     profile = get_profile(args.profile)
+    threshold = args.threshold if args.threshold is not None else profile.modifier.threshold
+    check_setting("threshold", threshold, "--")
     device = resolve_device(args.device)
     run = run_dir(args.dataset, profile.name, args.home)
     shipped = shipped_dir(args.dataset, profile.name, SHIPPED_MODELS)
@@ -199,26 +203,32 @@ def cmd_classify(args) -> int:
                                 f"{profile.name}` or pass --{role} PATH")
     master = place(load_model(paths["master"], expect="master")[0], device)
     guardian = place(load_model(paths["guardian"], expect="guardian")[0], device)
-    threshold = args.threshold if args.threshold is not None else profile.modifier.threshold
-    if not 0 < threshold < 1:
-        raise ReabsnetError(f"--threshold {threshold}: must lie strictly between 0 and 1")
     m = profile.modifier
     defended = ReabsNet(master, guardian, threshold=threshold, revise_to=max(threshold, m.revise_to),
                         overshoot=m.overshoot, max_iter=m.max_iter).eval()
     failed = 0
     for item in args.inputs:
         try:
-            names, x = read_inputs(item, invert=args.invert)
+            files, skipped = list_inputs(item)
         except ReabsnetError as e:
             print(f"reabsnet: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        pred = defended.predict_batches(x.to(torch.float32))
-        for i, name in enumerate(names):
-            verdict = "adversarial" if pred.flagged[i] else "natural"
-            revised = f"revised (L2 {pred.revision_l2[i]:.3f})" if pred.flagged[i] else "not revised"
-            print(f"{name}: label {int(pred.label[i])}; guardian: {verdict} "
-                  f"(P(adversarial) {pred.p_adversarial[i]:.3f}); {revised}")
+        for path in skipped:
+            print(f"reabsnet: skipped {path}: not an image or .npy/.npz file", file=sys.stderr)
+        for path in files:   # one file at a time: memory stays bounded by the per-file limits
+            try:
+                names, x = read_inputs(path, invert=args.invert)
+            except ReabsnetError as e:
+                print(f"reabsnet: error: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            pred = defended.predict_batches(x.to(torch.float32))
+            for i, name in enumerate(names):
+                verdict = "adversarial" if pred.flagged[i] else "natural"
+                revised = f"revised (L2 {pred.revision_l2[i]:.3f})" if pred.flagged[i] else "not revised"
+                print(f"{name}: label {int(pred.label[i])}; guardian: {verdict} "
+                      f"(P(adversarial) {pred.p_adversarial[i]:.3f}); {revised}")
     return 2 if failed else 0
 
 

@@ -11,6 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from reabsnet.checks import check_setting
 from reabsnet.errors import ReabsnetError
 
 
@@ -179,7 +180,18 @@ def get_profile(name: str, overrides: typing.Sequence[str] = ()) -> Profile:
         if not sep:
             raise ReabsnetError(f"override {item!r}: expected key=value, e.g. master.epochs=5")
         profile = _override(profile, key.strip().split("."), value.strip(), item)
+    _check(profile)
     return profile
+
+
+def _check(config, prefix: str = "") -> None:
+    """Every setting within its range (reabsnet.checks), before any stage runs."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _check(value, f"{prefix}{f.name}.")
+        elif f.name != "name":
+            check_setting(f"{prefix}{f.name}", value, "profile setting ")
 
 
 def _override(obj, path: list[str], value: str, item: str):

@@ -21,8 +21,9 @@ import math
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
 from reabsnet.attacks.pgd import _direction, _project, _random_start
+from reabsnet.checks import SettingError, check_setting
 
 NATURAL, ADVERSARIAL = 0, 1   # the guardian's classes (as in reabsnet.defense)
 
@@ -50,8 +51,7 @@ class JointLogits(nn.Module):
 
     def __init__(self, master: nn.Module, guardian: nn.Module, threshold: float = 0.5, master_scale: float = 1.0):
         super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
+        check_setting("threshold", threshold, "JointLogits: ")
         self.master, self.guardian = master, guardian
         self.bias = math.log(threshold / (1 - threshold))
         self.master_scale = master_scale
@@ -87,7 +87,7 @@ def outcome_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, reject: int |
         z_correct = logits.masked_fill(~correct, float("-inf")).amax(dim=1)
         z_other = logits.masked_fill(correct, float("-inf")).amax(dim=1)
         return -(z_correct - z_other) / (top[:, 0] - top[:, 1 + int(correct[0].sum())] + 1e-12)
-    raise ValueError(f"loss must be 'ce' or 'dlr', not {kind!r}")
+    raise SettingError(f"loss={kind!r}: must be ce or dlr")
 
 
 def _checkpoints(steps: int) -> list[int]:
@@ -102,6 +102,7 @@ def _checkpoints(steps: int) -> list[int]:
     return points
 
 
+@validated
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
          eps: float = 0.3, norm: str = "linf", loss: str = "dlr", steps: int = 100, restarts: int = 1,
          reject: int | None = None, rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX,
@@ -118,10 +119,8 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     check_inputs(x, y, target, box)
     if target is not None:
         raise ValueError("apgd here is untargeted; use carlini_wagner_l2 for targeted adaptive attacks")
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
-    if loss not in ("ce", "dlr"):
-        raise ValueError(f"loss must be 'ce' or 'dlr', not {loss!r}")
+    if loss not in ("ce", "dlr"):   # norm and the numbers: checked by @validated
+        raise SettingError(f"apgd: loss={loss!r}: must be ce or dlr")
     gen = torch.Generator(device=x.device).manual_seed(seed)
     view = (-1, *[1] * (x.dim() - 1))
     checks = set(_checkpoints(steps)[1:])

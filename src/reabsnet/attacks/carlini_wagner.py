@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, margin
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, margin, validated
 
 
 class _Adam:
@@ -48,6 +48,7 @@ def _succeeded(m: torch.Tensor, confidence: float) -> torch.Tensor:
     return m + confidence < 0
 
 
+@validated
 def carlini_wagner_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
                       confidence: float = 0.0,          # l2_attack.py CONFIDENCE (kappa) = 0
                       learning_rate: float = 1e-2,      # LEARNING_RATE = 1e-2
@@ -111,6 +112,7 @@ def carlini_wagner_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tar
         return finish(model, x, best_adv, y, target, iterations, box)
 
 
+@validated
 def carlini_wagner_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
                         confidence: float = 0.0,        # li_attack.py: no confidence margin
                         learning_rate: float = 5e-3,    # LEARNING_RATE = 5e-3

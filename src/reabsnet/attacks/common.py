@@ -7,11 +7,16 @@ the distances, so every attack is scored the same way (foolbox 3 and auto-attack
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
+
+from reabsnet.checks import check_settings
 
 Box = tuple[float, float]
 BOX: Box = (-0.5, 0.5)  # the paper's pixel range (Carlini & Wagner's setup_mnist.py)
@@ -39,6 +44,28 @@ class AttackResult:
 
     def cpu(self) -> AttackResult:
         return AttackResult(**{k: v.cpu() for k, v in vars(self).items()})
+
+
+NOT_SETTINGS = frozenset({"model", "x", "y", "target", "box", "trace"})
+F = TypeVar("F", bound=Callable)
+
+
+def settings_of(attack: Callable, kwargs: dict) -> dict:
+    """The attack's settings as it would run with `kwargs`: its signature's defaults, overridden."""
+    params = inspect.signature(inspect.unwrap(attack)).parameters
+    return {name: kwargs.get(name, p.default) for name, p in params.items()
+            if name not in NOT_SETTINGS and p.default is not inspect.Parameter.empty}
+
+
+def validated(attack: F) -> F:
+    """Check the attack's settings (reabsnet.checks) on every call, before any work: the one place that refuses
+    eps <= 0, steps <= 0, an unknown norm and the like, for the Python API and the command line alike."""
+    @functools.wraps(attack)
+    def run(*args, **kwargs):
+        check_settings(settings_of(attack, kwargs), f"{attack.__name__}: ")
+        return attack(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
 
 
 def class_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +31,7 @@ def class_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) ->
     return logits.detach(), grads
 
 
+@validated
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
              overshoot: float = 0.02, max_iter: int = 50, candidates: int = 10, box: Box = BOX) -> AttackResult:
     """Multi-class DeepFool away from the label `y` (or, with `target`, toward that class only).
@@ -82,6 +83,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torc
         return finish(model, x, x_adv, y, target, iterations, box)
 
 
+@validated
 def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, threshold: float = 0.5,
                     overshoot: float = 0.02, max_iter: int = 50, box_aware: bool = True, box: Box = BOX
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,8 +98,6 @@ def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, thresho
     the clip undo part of each step; on MNIST, where most pixels sit at -0.5, it then stalls for many iterations
     (measured with the paper-profile guardian: 23% of DeepFool examples not called natural after 50 iterations).
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, not {threshold}")
     bias = math.log(threshold / (1 - threshold))
     other = 1 - side
     r_tot = torch.zeros_like(x)

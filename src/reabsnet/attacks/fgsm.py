@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
 
 
+@validated
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
          eps: float = 0.3, box: Box = BOX) -> AttackResult:
     """One step of size `eps` along the sign of the cross-entropy gradient (away from `y`, or toward `target`),

@@ -6,7 +6,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, margin
+from reabsnet.attacks.common import (
+    BOX,
+    AttackResult,
+    Box,
+    check_inputs,
+    finish,
+    frozen,
+    is_adversarial,
+    margin,
+    validated,
+)
+from reabsnet.checks import SettingError
 
 
 def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -34,6 +45,7 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) 
     return direction * radius.view(-1, *[1] * (x.dim() - 1))
 
 
+@validated
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
         eps: float = 0.3, step_size: float = 0.01, steps: int = 40, norm: str = "linf", random_start: bool = True,
         restarts: int = 1, loss: str = "ce", early_stop: bool = True, seed: int = 0, box: Box = BOX
@@ -48,10 +60,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Ten
     code runs all 40 steps on every example; the success rate is the same, the found points are closer).
     """
     check_inputs(x, y, target, box)
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', not {norm!r}")
-    if loss not in ("ce", "margin"):
-        raise ValueError(f"loss must be 'ce' or 'margin', not {loss!r}")
+    if loss not in ("ce", "margin"):   # norm and the numbers: checked by @validated
+        raise SettingError(f"pgd: loss={loss!r}: must be ce or margin")
     gen = torch.Generator(device=x.device).manual_seed(seed)
     best = x.clone()
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)

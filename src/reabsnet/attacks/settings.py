@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from reabsnet.attacks.common import settings_of
+from reabsnet.checks import check_settings
 from reabsnet.errors import ReabsnetError
-
-_NOT_SETTINGS = {"model", "x", "y", "target", "box", "trace"}
 
 
 def attack_settings(attack: Callable) -> dict[str, Any]:
     """The attack's settings and their defaults, as its signature declares them."""
-    return {name: p.default for name, p in inspect.signature(attack).parameters.items()
-            if name not in _NOT_SETTINGS and p.default is not inspect.Parameter.empty}
+    return settings_of(attack, {})
 
 
 def parse_settings(attack: Callable, items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings -> typed settings, each checked against its range (reabsnet.checks) before any work."""
     defaults = attack_settings(attack)
     out: dict[str, Any] = {}
     for item in items:
@@ -38,6 +37,7 @@ def parse_settings(attack: Callable, items: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             expected = "number (or none)" if defaults[key] is None else kind.__name__
             raise ReabsnetError(f"setting {item!r}: {value!r} is not a valid {expected}") from None
+    check_settings(out, "setting ")
     return out
 
 

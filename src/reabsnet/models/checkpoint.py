@@ -32,7 +32,10 @@ def load_model(path: str | os.PathLike, expect: str | None = None) -> tuple[nn.M
         raise ReabsnetError(f"{path}: sidecar does not name a model architecture")
     if expect is not None and name != expect:
         raise ReabsnetError(f"{path}: holds a {name!r} model, expected {expect!r}")
-    model = create_model(name, **meta.get("model_kwargs", {}))
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ReabsnetError(f"{path}: sidecar's model_kwargs is not a mapping")
+    model = create_model(name, **kwargs)
     own = model.state_dict()
     if set(own) != set(tensors) or any(own[k].shape != tensors[k].shape for k in own):
         raise ReabsnetError(f"{Path(path).name}: weights do not fit the {name!r} architecture")

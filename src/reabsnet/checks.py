@@ -1,0 +1,131 @@
+"""The range of every setting a user can pass, in one place: attack keywords (Python API and `--set`) and profile
+settings (`--set group.key=value`) are checked here before any work starts.
+
+A rule is found by the setting's dotted name (`baseline.val_images`), else by its last part (`eps`). A setting with
+no rule still has to be a finite, non-negative number when it is one (counts, sizes, rates, seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from reabsnet.errors import ReabsnetError
+
+
+class SettingError(ReabsnetError, ValueError):
+    """A setting outside its range. A ValueError too, so Python callers can catch it as the built-in kind."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def positive(v: Any) -> bool:
+    return _number(v) and v > 0
+
+
+def non_negative(v: Any) -> bool:
+    return _number(v) and v >= 0
+
+
+def at_least_one(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
+def non_negative_int(v: Any) -> bool:
+    return _int(v) and v >= 0
+
+
+def open_unit(v: Any) -> bool:
+    return _number(v) and 0 < v < 1
+
+
+def closed_unit(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def above_one(v: Any) -> bool:
+    return _number(v) and v > 1
+
+
+def one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+Rule = tuple[Callable[[Any], bool], str]
+
+RULES: dict[str, Rule] = {
+    # attacks (their keyword names)
+    "eps": (positive, "a positive number"),
+    "step_size": (positive, "a positive number"),
+    "learning_rate": (positive, "a positive number"),
+    "initial_const": (positive, "a positive number"),
+    "largest_const": (positive, "a positive number"),
+    "const_factor": (above_one, "a number above 1 (the constant must grow)"),
+    "decrease_factor": (open_unit, "a number strictly between 0 and 1 (tau must shrink)"),
+    "rho": (open_unit, "a number strictly between 0 and 1"),
+    "momentum": (closed_unit, "a number between 0 and 1"),
+    "overshoot": (non_negative, "a number >= 0"),
+    "confidence": (non_negative, "a number >= 0"),
+    "threshold": (open_unit, "a number strictly between 0 and 1"),
+    "revise_to": (open_unit, "a number strictly between 0 and 1"),
+    "steps": (at_least_one, "a whole number >= 1"),
+    "restarts": (at_least_one, "a whole number >= 1"),
+    "max_iter": (at_least_one, "a whole number >= 1"),
+    "max_iterations": (at_least_one, "a whole number >= 1"),
+    "binary_search_steps": (at_least_one, "a whole number >= 1"),
+    "candidates": (at_least_one, "a whole number >= 1"),
+    "seed": (non_negative_int, "a whole number >= 0"),
+    "side": (one_of(0, 1), "0 or 1"),
+    "norm": (one_of("linf", "l2"), "linf or l2"),
+    "loss": (one_of("ce", "margin", "dlr"), "ce, margin or dlr"),
+    "reject": (lambda v: v is None or non_negative_int(v), "a class index >= 0, or none"),
+    # profiles (their dotted names, or the last part where that is unambiguous)
+    "epochs": (at_least_one, "a whole number >= 1"),
+    "batch_size": (at_least_one, "a whole number >= 1"),
+    "shard_size": (at_least_one, "a whole number >= 1"),
+    "lr": (positive, "a positive number"),
+    "temperature": (positive, "a positive number"),
+    "init_epochs": (at_least_one, "a whole number >= 1"),
+    "schedule": (one_of("cosine", "constant", "cyclic"), "cosine, constant or cyclic"),
+    "optimizer": (one_of("adam"), "adam"),
+    "method": (one_of("auto", "madry", "short-pgd", "fgsm-rs"), "auto, madry, short-pgd or fgsm-rs"),
+    "preset": (one_of("smoke", "quick", "paper"), "smoke, quick or paper"),
+    "madry_steps": (at_least_one, "a whole number >= 1"),
+    "madry_step_size": (positive, "a positive number"),
+    "short_steps": (at_least_one, "a whole number >= 1"),
+    "fgsm_step": (positive, "a positive number"),
+    "val_steps": (at_least_one, "a whole number >= 1"),
+    "eval_images": (at_least_one, "a whole number >= 1"),
+    "eval_restarts": (at_least_one, "a whole number >= 1"),
+    "baseline.val_images": (at_least_one, "a whole number >= 1"),
+    "eval.n": (at_least_one, "a whole number >= 1"),
+    "n_cw_l2": (at_least_one, "a whole number >= 1"),
+    "n_cw_linf": (at_least_one, "a whole number >= 1"),
+    "n_pgd": (at_least_one, "a whole number >= 1"),
+    "adaptive.n": (at_least_one, "a whole number >= 1"),
+    "dataset": (one_of("mnist", "fashion-mnist"), "mnist or fashion-mnist"),
+}
+
+
+def check_setting(name: str, value: Any, where: str = "") -> None:
+    """Raise SettingError unless `value` is allowed for the setting `name` (dotted or plain)."""
+    rule = RULES.get(name) or RULES.get(name.rsplit(".", 1)[-1])
+    if rule is None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or non_negative(value):
+            return
+        rule = (non_negative, "a finite number >= 0")
+    ok, expected = rule
+    if not ok(value):
+        raise SettingError(f"{where}{name}={value!r}: must be {expected}")
+
+
+def check_settings(settings: Mapping[str, Any], where: str = "") -> None:
+    for name, value in settings.items():
+        check_setting(name, value, where)
