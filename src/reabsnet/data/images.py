@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -65,7 +66,9 @@ def _read_image(path: Path) -> torch.Tensor:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)   # refused below, never half-decoded
+            # Pillow warns of corrupt headers (EXIF, truncated chunks) and of possible decompression bombs; such a
+            # file is refused, never classified from a half-decoded picture
+            warnings.simplefilter("error")
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > MAX_IMAGE_PIXELS:
@@ -79,7 +82,7 @@ def _read_image(path: Path) -> torch.Tensor:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ReabsnetError(f"{path}: refused as a possible decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError, struct.error, MemoryError,
-            OverflowError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+            OverflowError, IndexError, TypeError, KeyError, ZeroDivisionError, Warning) as e:
         # Pillow's decoders raise these on truncated or malformed files; the fuzz tests found each of them
         raise ReabsnetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     return torch.from_numpy(pixels / 255.0 - 0.5).view(1, 1, 28, 28)
@@ -123,7 +126,8 @@ def _read_array(path: Path) -> tuple[list[str], torch.Tensor]:
     try:
         arr = _load_array(path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, SyntaxError,
-            UnicodeError, MemoryError, OverflowError, NotImplementedError, TypeError, struct.error, zlib.error) as e:
+            UnicodeError, MemoryError, OverflowError, NotImplementedError, TypeError, struct.error, zlib.error,
+            tokenize.TokenError) as e:   # numpy's header parser tokenizes the header: the fuzz tests found this one
         raise ReabsnetError(f"{path}: not a readable numpy file ({type(e).__name__}: {e})") from None
     _check_header(path, arr.shape, arr.dtype)   # what was read, in case the header and the data disagree
     shape, arr = arr.shape, arr.reshape(-1, 1, 28, 28)
