@@ -97,6 +97,7 @@ RULES: dict[str, Rule] = {
     "optimizer": (one_of("adam"), "adam"),
     "method": (one_of("auto", "madry", "short-pgd", "fgsm-rs"), "auto, madry, short-pgd or fgsm-rs"),
     "preset": (one_of("smoke", "quick", "paper"), "smoke, quick or paper"),
+    "reference_preset": (one_of("smoke", "quick", "paper"), "smoke, quick or paper"),
     "madry_steps": (at_least_one, "a whole number >= 1"),
     "madry_step_size": (positive, "a positive number"),
     "short_steps": (at_least_one, "a whole number >= 1"),
@@ -110,6 +111,7 @@ RULES: dict[str, Rule] = {
     "n_cw_linf": (at_least_one, "a whole number >= 1"),
     "n_pgd": (at_least_one, "a whole number >= 1"),
     "adaptive.n": (at_least_one, "a whole number >= 1"),
+    "ablation.seeds": (at_least_one, "a whole number >= 1"),
     "dataset": (one_of("mnist", "fashion-mnist"), "mnist or fashion-mnist"),
 }
 

@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(repro)
     repro.set_defaults(run=cmd_reproduce)
 
+    ablate = sub.add_parser("ablate", help="why Table 2 differs: the revision's factors one at a time (CW strength, "
+                                           "guardian sharpness, modifier), several guardian seeds each")
+    _profile_args(ablate)
+    ablate.add_argument("--copy-to", metavar="DIR", help="also copy ABLATION.md, ablation.json and ablation.png to DIR")
+    _common(ablate)
+    ablate.set_defaults(run=cmd_ablate)
+
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
     classify.add_argument("inputs", nargs="+", metavar="FILE",
                           help="PNG/JPEG images, .npy/.npz batches, or directories of them")
@@ -175,6 +182,28 @@ def cmd_reproduce(args) -> None:
             shutil.copyfile(out / name, dest / name)
         out = dest
     print(f"report: {out / 'REPORT.md'}")
+
+
+def cmd_ablate(args) -> None:
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    from reabsnet.evaluation.ablation import ablate, write
+    from reabsnet.runtime import resolve_device
+
+    profile = _profile(args)
+    device = resolve_device(args.device)
+    command = "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "reabsnet ablate"
+    out, results = ablate(profile, device, home=args.home, command=command, shipped=_shipped(args))
+    write(out, results)
+    if args.copy_to:
+        dest = Path(args.copy_to)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("ABLATION.md", "ablation.json", "ablation.png"):
+            shutil.copyfile(out / name, dest / name)
+        out = dest
+    print(f"ablation: {out / 'ABLATION.md'}")
 
 
 def cmd_classify(args) -> int:

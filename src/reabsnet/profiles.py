@@ -118,6 +118,20 @@ class AdaptiveConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """`reabsnet ablate` (why Table 2's CW cells differ from the paper): fixed images, the first N test images of
+    each set; every guardian variant trained with `seeds` seeds (profile seed, +1, ...) to measure its spread."""
+
+    seeds: int = 3
+    n_deepfool: int = 1000
+    n_cw_l2: int = 200
+    n_cw_linf: int = 100              # the paper's CW-Linf count
+    n_cw_l2_reference: int = 20       # CW-L2 at the reference settings (9 x 10,000 iterations): hours per 1,000
+    n_adaptive: int = 100             # joint APGD-DLR at L-inf 0.1 against every guardian variant
+    reference_preset: str = "paper"   # factor a's stronger CW settings (the reference; smoke: "quick", for speed)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     dataset: str = "mnist"
@@ -132,6 +146,7 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
 
 PROFILES: dict[str, Profile] = {
@@ -147,6 +162,8 @@ PROFILES: dict[str, Profile] = {
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=3000)),
         adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10, harden_n=10),
+        ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
+                                n_adaptive=10, reference_preset="quick"),
     ),
     "quick": Profile(
         name="quick",

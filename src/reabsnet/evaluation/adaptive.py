@@ -42,7 +42,7 @@ L2_BOUNDS = (1.5, 2.0)
 REJECT = 10          # JointLogits' "rejected" class
 
 
-def _apgd_spec(prefix: str, norm: str, eps: float, loss: str, cfg, reject: int | None) -> AttackSpec:
+def apgd_spec(prefix: str, norm: str, eps: float, loss: str, cfg, reject: int | None) -> AttackSpec:
     settings = {"eps": eps, "norm": norm, "loss": loss, "steps": cfg.steps, "restarts": cfg.restarts}
     if reject is not None:
         settings["reject"] = reject
@@ -54,7 +54,7 @@ def threats() -> list[tuple[str, float]]:
     return [("linf", e) for e in LINF_BOUNDS] + [("l2", e) for e in L2_BOUNDS]
 
 
-def _digest(*metas: dict, extra=()) -> dict:
+def digest(*metas: dict, extra=()) -> dict:
     return {"sha256": stage_key("composite", [m["sha256"] for m in metas], list(extra))}
 
 
@@ -76,17 +76,17 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     # it): the same labels without the saturated softmax that zeroes cross-entropy gradients. DLR is scale-free.
     unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
     joint = JointLogits(defended.master, defended.guardian, defended.threshold).eval()
-    joint_meta = _digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
-    pipeline_meta = _digest(master_meta, guardian_meta, extra=("pipeline", m.threshold, m.revise_to, m.overshoot,
+    joint_meta = digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
+    pipeline_meta = digest(master_meta, guardian_meta, extra=("pipeline", m.threshold, m.revise_to, m.overshoot,
                                                                m.max_iter))
     attacked = {  # (who, loss) -> the network the attack differentiates, and its digest
         ("joint", "ce"): (JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval(),
-                          _digest(joint_meta, extra=("scale", unscale))),
+                          digest(joint_meta, extra=("scale", unscale))),
         ("joint", "dlr"): (joint, joint_meta),
-        ("bpda", "ce"): (Scaled(defended, unscale).eval(), _digest(pipeline_meta, extra=("scale", unscale))),
+        ("bpda", "ce"): (Scaled(defended, unscale).eval(), digest(pipeline_meta, extra=("scale", unscale))),
         ("bpda", "dlr"): (defended, pipeline_meta),
-        ("unrolled", "dlr"): (_variant(defended, backward="unrolled"), _digest(pipeline_meta, extra=("unrolled",))),
-        ("master", "ce"): (Scaled(defended.master, unscale).eval(), _digest(master_meta, extra=("scale", unscale))),
+        ("unrolled", "dlr"): (_variant(defended, backward="unrolled"), digest(pipeline_meta, extra=("unrolled",))),
+        ("master", "ce"): (Scaled(defended.master, unscale).eval(), digest(master_meta, extra=("scale", unscale))),
         ("master", "dlr"): (defended.master, master_meta),
         ("madry", "ce"): (madry, madry_meta),
         ("madry", "dlr"): (madry, madry_meta),
@@ -94,7 +94,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
 
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
         model, meta = attacked[(who, loss)]
-        spec = _apgd_spec(who, norm, eps, loss, cfg, REJECT if who == "joint" else None)
+        spec = apgd_spec(who, norm, eps, loss, cfg, REJECT if who == "joint" else None)
         return spec.key, run(model, meta, [spec])[spec.key]
 
     def run(model, meta, specs):

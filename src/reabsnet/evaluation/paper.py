@@ -106,7 +106,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
         "clean": {"master": rate(clean_master), "reabsnet": rate(clean_reabsnet)},
         "natural_pass": rate(~natural.flagged),
         "natural_revision": {"revised": int(natural.flagged.sum()),
-                             "median_l2": _median(natural.revision_l2[natural.flagged])},
+                             "median_l2": median(natural.revision_l2[natural.flagged])},
         "attacks": {},
     }
     predictions = {"natural": natural}
@@ -120,12 +120,12 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
             "title": spec.title, "n": len(y), "preset": meta["preset"], "preset_note": meta["preset_note"],
             "settings": meta["settings"], "attack_seconds": meta.get("seconds"),
             "attack_success": rate(adversarial),
-            "median_l2": _median(arrays["l2"][adversarial]), "median_linf": _median(arrays["linf"][adversarial]),
+            "median_l2": median(arrays["l2"][adversarial]), "median_linf": median(arrays["linf"][adversarial]),
             "detection": rate(detected),
             "master_only": rate(arrays["label"] == y),
             "reabsnet": rate(pred.label == y),
             "revised_natural_after": rate(pred.natural_after[pred.flagged]),
-            "revision_median_l2": _median(pred.revision_l2[pred.flagged]),
+            "revision_median_l2": median(pred.revision_l2[pred.flagged]),
             "revision_mean_iterations": float(pred.iterations[pred.flagged].float().mean())
             if pred.flagged.any() else None,
             "roc_auc": roc_auc(natural.p_adversarial, pred.p_adversarial[adversarial]),
@@ -135,5 +135,5 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
     return results, predictions
 
 
-def _median(v: torch.Tensor) -> float | None:
+def median(v: torch.Tensor) -> float | None:
     return float(v.median()) if len(v) else None

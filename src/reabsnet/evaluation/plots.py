@@ -112,3 +112,25 @@ def revision_histogram(path: Path, natural: torch.Tensor, adversarial: dict[str,
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def ablation_bars(path: Path, rows: list[dict], paper: dict) -> None:
+    """One panel per attack: ReabsNet's rate for each factor setting (mean over seeds, the bar; min-max, the
+    whisker), the paper's value as a dashed line."""
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(3.4 * len(attacks), 3.8), squeeze=False)
+    for ax, attack in zip(axes[0], attacks, strict=True):
+        mine = [r for r in rows if r["attack"] == attack and r["reabsnet"]["mean"] is not None]
+        labels = [r["label"] for r in mine]
+        mean = [r["reabsnet"]["mean"] for r in mine]
+        err = [[m - r["reabsnet"]["min"] for m, r in zip(mean, mine, strict=True)],
+               [r["reabsnet"]["max"] - m for m, r in zip(mean, mine, strict=True)]]
+        ax.bar(range(len(mine)), mean, yerr=err, color="tab:blue", capsize=3)
+        if paper.get(attack) is not None:
+            ax.axhline(paper[attack], color="black", linestyle="--", label=f"paper {paper[attack]:g}")
+            ax.legend(loc="lower left", fontsize=7)
+        ax.set_xticks(range(len(mine)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(attack, fontsize=9)
+        ax.set_ylabel("ReabsNet: fraction labelled right")
+    _save(fig, path)

@@ -73,9 +73,11 @@ def two_class_set(adv: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 
 def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, device: torch.device,
-                   home: str | Path | None = None, shipped: Path | None = SHIPPED_MODELS) -> tuple[nn.Module, dict]:
-    """Train (or reuse, or take from the `shipped` models; None = never) the guardian; its DeepFool data shards
-    are built (or reused) only when the guardian itself has to be trained."""
+                   home: str | Path | None = None, shipped: Path | None = SHIPPED_MODELS,
+                   name: str = "guardian") -> tuple[nn.Module, dict]:
+    """Train (or reuse, or take from the `shipped` models; None = never) the guardian (runs/.../<name>.safetensors;
+    the ablation names its variants); its DeepFool data shards are built (or reused) only when the guardian itself
+    has to be trained."""
     out = run_dir(splits.name, profile.name, home)
     cfg = profile.guardian
     key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256)
@@ -99,5 +101,5 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
                                     "best_epoch": history.best_epoch, "seconds": time.perf_counter() - began},
                        "metrics": {"val_accuracy": history.best_val_accuracy}}
 
-    return cached_model(out / "guardian.safetensors", key, build, device,
+    return cached_model(out / f"{name}.safetensors", key, build, device,
                         shipped_dir(splits.name, profile.name, shipped))
