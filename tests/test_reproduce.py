@@ -90,3 +90,42 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
         assert heading in report
     for name in ("accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png"):
         assert (smoke_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home, tmp_path):
+    from reabsnet.evaluation.ablation import ablate, write
+
+    profile = get_profile("smoke")
+    out, results = ablate(profile, torch.device("cpu"), home=shared_home, command="test")
+    write(out, results)
+    cells = results["cells"]
+    # the profile's cell and each factor's settings, for every seed: 2 seeds x (2 epochs: 3 revise_to levels x 1
+    # preset + 1 reference preset; 1 and 3 epochs: 2 presets) = 2 x 8 rows
+    assert len(cells) == 16 and {c["seed"] for c in cells} == {0, 1}
+    assert {(c["epochs"], c["revise_to"], c["preset"]) for c in cells} >= {(2, 0.5, "smoke"), (1, 0.5, "smoke"),
+                                                                          (3, 0.5, "smoke"), (2, 0.99, "smoke"),
+                                                                          (2, 0.5, "quick")}
+    profile_cell = next(c for c in cells if (c["seed"], c["epochs"], c["revise_to"], c["preset"]) == (0, 2, 0.5,
+                                                                                                       "smoke"))
+    # the profile's own guardian is the reproduction's (reused, not retrained): same rates as its Table 2 on the
+    # same images
+    assert profile_cell["guardian_val_accuracy"] == json.loads((smoke_run / "guardian.json").read_text())[
+        "metrics"]["val_accuracy"]
+    for c in cells:
+        for a in c["attacks"].values():
+            assert a["reabsnet"]["n"] > 0 and a["reabsnet"]["ci95"][0] <= a["reabsnet"]["rate"] <= a["reabsnet"][
+                "ci95"][1]
+    for row in results["summary"]:
+        s = row["reabsnet"]
+        assert s["seeds"] == 2 and s["min"] <= s["mean"] <= s["max"]
+    assert set(results["adaptive_linf_0.1"]) == {f"s{s}-e{e}" for s in (0, 1) for e in (1, 2, 3)}
+    assert results["strength"]["quick"]["cw-l2-u"]["success"]["rate"] > 0.8
+    report = (out / "ABLATION.md").read_text()
+    for heading in ("## Summary", "## Factor a", "## Every cell", "## Adaptive robust accuracy", "## Compute time"):
+        assert heading in report
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun rebuilds nothing: every guardian and attack set is reused
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} | {
+        p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    ablate(profile, torch.device("cpu"), home=shared_home, command="test")
+    assert before == {p: p.stat().st_mtime_ns for p in before}

@@ -127,6 +127,7 @@ class AblationConfig:
     n_cw_l2: int = 200
     n_cw_linf: int = 100              # the paper's CW-Linf count
     n_cw_l2_reference: int = 20       # CW-L2 at the reference settings (9 x 10,000 iterations): hours per 1,000
+    n_cw_linf_reference: int = 100    # CW-Linf at the reference settings (li_attack.py: 1,000 iterations per c)
     n_adaptive: int = 100             # joint APGD-DLR at L-inf 0.1 against every guardian variant
     reference_preset: str = "paper"   # factor a's stronger CW settings (the reference; smoke: "quick", for speed)
 
@@ -163,7 +164,7 @@ PROFILES: dict[str, Profile] = {
                                                            train_size=3000)),
         adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10, harden_n=10),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
-                                n_adaptive=10, reference_preset="quick"),
+                                n_cw_linf_reference=10, n_adaptive=10, reference_preset="quick"),
     ),
     "quick": Profile(
         name="quick",
