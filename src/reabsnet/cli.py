@@ -163,46 +163,48 @@ def cmd_train_madry(args) -> None:
         print(f"  {title}: accuracy {r['rate']:.2%} ({r['k']}/{r['n']}) at eps {m['eps']}")
 
 
-def cmd_reproduce(args) -> None:
+def _command_line(default: str) -> str:
     import shlex
+
+    return "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else default
+
+
+def _copy_out(out, names, copy_to):
+    """Copy the named files of `out` to `copy_to` (when given); returns where they now are."""
     import shutil
     from pathlib import Path
 
+    if not copy_to:
+        return out
+    dest = Path(copy_to)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(out / name, dest / name)
+    return dest
+
+
+def cmd_reproduce(args) -> None:
     from reabsnet.reproduce import FIGURES, reproduce
     from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
     device = resolve_device(args.device)
-    command = "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "reabsnet reproduce"
-    out = reproduce(profile, device, home=args.home, command=command, shipped=_shipped(args))
-    if args.copy_to:
-        dest = Path(args.copy_to)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("REPORT.md", "results.json", *FIGURES):
-            shutil.copyfile(out / name, dest / name)
-        out = dest
+    out = reproduce(profile, device, home=args.home, command=_command_line("reabsnet reproduce"),
+                    shipped=_shipped(args))
+    out = _copy_out(out, ("REPORT.md", "results.json", *FIGURES), args.copy_to)
     print(f"report: {out / 'REPORT.md'}")
 
 
 def cmd_ablate(args) -> None:
-    import shlex
-    import shutil
-    from pathlib import Path
-
     from reabsnet.evaluation.ablation import ablate, write
     from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
     device = resolve_device(args.device)
-    command = "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "reabsnet ablate"
-    out, results = ablate(profile, device, home=args.home, command=command, shipped=_shipped(args))
+    out, results = ablate(profile, device, home=args.home, command=_command_line("reabsnet ablate"),
+                          shipped=_shipped(args))
     write(out, results)
-    if args.copy_to:
-        dest = Path(args.copy_to)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("ABLATION.md", "ablation.json", "ablation.png"):
-            shutil.copyfile(out / name, dest / name)
-        out = dest
+    out = _copy_out(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
     print(f"ablation: {out / 'ABLATION.md'}")
 
 
