@@ -213,6 +213,9 @@ def render(results: dict) -> str:
              f"on the first {cfg['n_cw_l2_reference']} and CW-Linf U/T on the first {cfg['n_cw_linf_reference']}. "
              f"Guardians: seeds {prof['seed']}-{prof['seed'] + cfg['seeds'] - 1} "
              f"for every guardian setting. A factor's effect is real only where it exceeds the spread over seeds.",
+             "", "Factors in this ablation: a (CW strength), b (guardian sharpness, by training epochs), e (the "
+             "modifier's target P(natural)). Not yet measured: c (guardian training data), d (guardian "
+             "architecture), f (an undistilled master), the modifier's extra steps and an L-inf DeepFool step.",
              "", "## Summary: ReabsNet's rate per factor setting (mean over seeds, min-max)", "",
              "| setting | guardian val. accuracy | " + " | ".join(results["summary_attacks"]) + " |",
              "|---|---|" + "---|" * len(results["summary_attacks"])]
