@@ -209,8 +209,10 @@ def render(results: dict) -> str:
              f"Command: `{results['command']}`  ", f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min "
              "(artifacts reused from earlier runs count 0; the compute table lists each build)", "",
              f"Fixed images: the first {cfg['n_deepfool']:,} test images for DeepFool, {cfg['n_cw_l2']} for CW-L2 "
-             f"U/T, {cfg['n_cw_linf']} for CW-Linf U/T; at the `{cfg['reference_preset']}` preset, CW-L2 U/T "
-             f"on the first {cfg['n_cw_l2_reference']} and CW-Linf U/T on the first {cfg['n_cw_linf_reference']}. "
+             f"U/T, {cfg['n_cw_linf']} for CW-Linf U/T" + (
+                 f"; at the `{cfg['reference_preset']}` preset, CW-L2 U/T on the first {cfg['n_cw_l2_reference']} "
+                 f"and CW-Linf U/T on the first {cfg['n_cw_linf_reference']}. "
+                 if cfg["reference_preset"] != prof["eval"]["preset"] else ". ") +
              f"Guardians: seeds {prof['seed']}-{prof['seed'] + cfg['seeds'] - 1} "
              f"for every guardian setting. A factor's effect is real only where it exceeds the spread over seeds.",
              "", "Factors in this ablation: a (CW strength), b (guardian sharpness, by training epochs), e (the "
