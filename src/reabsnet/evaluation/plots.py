@@ -123,8 +123,9 @@ def ablation_bars(path: Path, rows: list[dict], paper: dict) -> None:
         mine = [r for r in rows if r["attack"] == attack and r["reabsnet"]["mean"] is not None]
         labels = [r["label"] for r in mine]
         mean = [r["reabsnet"]["mean"] for r in mine]
-        err = [[m - r["reabsnet"]["min"] for m, r in zip(mean, mine, strict=True)],
-               [r["reabsnet"]["max"] - m for m, r in zip(mean, mine, strict=True)]]
+        # clamped: a mean of equal rates can land a rounding error outside its own min-max
+        err = [[max(0.0, m - r["reabsnet"]["min"]) for m, r in zip(mean, mine, strict=True)],
+               [max(0.0, r["reabsnet"]["max"] - m) for m, r in zip(mean, mine, strict=True)]]
         ax.bar(range(len(mine)), mean, yerr=err, color="tab:blue", capsize=3)
         if paper.get(attack) is not None:
             ax.axhline(paper[attack], color="black", linestyle="--", label=f"paper {paper[attack]:g}")
