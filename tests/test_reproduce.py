@@ -99,9 +99,14 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     out, results = ablate(profile, torch.device("cpu"), home=shared_home, command="test")
     write(out, results)
     cells = results["cells"]
-    # the profile's cell and each factor's settings, for every seed: 2 seeds x (2 epochs: 3 revise_to levels x 1
-    # preset + 1 reference preset; 1 and 3 epochs: 2 presets) = 2 x 8 rows
-    assert len(cells) == 16 and {c["seed"] for c in cells} == {0, 1}
+    # the profile's cell and each factor's settings, for every seed: 2 seeds x (2 epochs: 3 revise_to levels + the
+    # reference preset + the profile's preset on the reference images; 1 and 3 epochs: those 3 sets) = 2 x 11 rows
+    assert len(cells) == 22 and {c["seed"] for c in cells} == {0, 1}
+    same = next(c for c in cells if c["preset"] == "smoke, same images")
+    reference = next(c for c in cells if c["preset"] == "quick" and c["guardian"] == same["guardian"])
+    assert {k: v["reabsnet"]["n"] for k, v in same["attacks"].items()} == {
+        k: v["reabsnet"]["n"] for k, v in reference["attacks"].items()} == {"cw-l2-u": 10, "cw-l2-t": 10,
+                                                                          "cw-linf-u": 10, "cw-linf-t": 10}
     assert {(c["epochs"], c["revise_to"], c["preset"]) for c in cells} >= {(2, 0.5, "smoke"), (1, 0.5, "smoke"),
                                                                           (3, 0.5, "smoke"), (2, 0.99, "smoke"),
                                                                           (2, 0.5, "quick")}

@@ -100,12 +100,17 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
     sets = {profile.eval.preset: _sets(profile, splits, master, master_meta, out, timings, profile.eval.preset,
                                        sizes)}
     if cfg.reference_preset != profile.eval.preset:   # factor a: the stronger (reference) settings
+        ref_sizes = {"cw-l2-u": cfg.n_cw_l2_reference, "cw-l2-t": cfg.n_cw_l2_reference,
+                     "cw-linf-u": cfg.n_cw_linf_reference, "cw-linf-t": cfg.n_cw_linf_reference}
         sets[cfg.reference_preset] = _sets(profile, splits, master, master_meta, out, timings, cfg.reference_preset,
-                                           {"cw-l2-u": cfg.n_cw_l2_reference, "cw-l2-t": cfg.n_cw_l2_reference,
-                                            "cw-linf-u": cfg.n_cw_linf_reference, "cw-linf-t": cfg.n_cw_linf_reference})
+                                           ref_sizes)
+        # the profile's sets on the reference sets' images, so the two presets compare on the same images
+        sets[f"{profile.eval.preset}, same images"] = {
+            k: ({name: v[:n] if v is not None else None for name, v in sets[profile.eval.preset][k][0].items()},
+                sets[profile.eval.preset][k][1]) for k, n in ref_sizes.items()}
     # seconds each artifact took to build, whenever it was built (from the sidecars), and each cell's evaluation
     built = {f"attack set {preset}/{k}": meta["seconds"] for preset, group in sets.items()
-             for k, (_, meta) in group.items()}
+             for k, (_, meta) in group.items() if not preset.endswith("same images")}
     strength = {preset: {k: {**set_stats(master, arrays), "preset_note": meta["preset_note"]}
                          for k, (arrays, meta) in group.items()} for preset, group in sets.items()}
 
