@@ -127,12 +127,15 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
             built[f"guardian seed {seed}, {e} epochs (training)"] = g_meta["training"]["seconds"]
             guardians[f"s{seed}-e{e}"] = {"seed": seed, "epochs": e, "model": guardian, "meta": g_meta}
 
+    def pipeline(guardian, revise_to: float) -> ReabsNet:
+        return ReabsNet(master, guardian, threshold=m.threshold, revise_to=max(revise_to, m.threshold),
+                        overshoot=m.overshoot, max_iter=m.max_iter).eval()
+
     cells = []
     for gkey, g in guardians.items():
         revise_levels = (m.revise_to, *REVISE_TO) if g["epochs"] == epochs else (m.revise_to,)
         for revise_to in revise_levels:
-            defended = ReabsNet(master, g["model"], threshold=m.threshold, revise_to=max(revise_to, m.threshold),
-                                overshoot=m.overshoot, max_iter=m.max_iter).eval()
+            defended = pipeline(g["model"], revise_to)
             for preset, group in sets.items():
                 if preset != profile.eval.preset and revise_to != m.revise_to:
                     continue
@@ -154,9 +157,7 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
         arrays, a_meta = attack_sets(profile, splits, joint, meta, out, timings, specs=[spec],
                                      subdir=f"adaptive/{gkey}", n=cfg.n_adaptive)[spec.key]
         built[f"adaptive joint APGD-DLR, guardian {gkey}"] = a_meta["seconds"]
-        defended = ReabsNet(master, g["model"], threshold=m.threshold, revise_to=m.revise_to, overshoot=m.overshoot,
-                            max_iter=m.max_iter).eval()
-        adaptive[gkey] = rate(defended.predict_batches(arrays["x_adv"]).label == arrays["y"])
+        adaptive[gkey] = rate(pipeline(g["model"], m.revise_to).predict_batches(arrays["x_adv"]).label == arrays["y"])
 
     results = {"profile": dataclasses.asdict(profile), "command": command, "data_sha256": splits.sha256,
                "master_sha256": master_meta["sha256"], "strength": strength, "cells": cells,
