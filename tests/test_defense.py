@@ -113,3 +113,42 @@ def test_unrolled_revision_replays_revise_and_differentiates_it_exactly():
         (grad,) = torch.autograd.grad(out.sum(), xg)
         assert torch.allclose(grad, expected.expand_as(grad), atol=1e-5)
         assert torch.allclose(out.detach(), master(rev.x), atol=1e-5)
+
+
+def test_linf_revision_is_the_smallest_linf_move_to_a_linear_boundary():
+    """For a linear guardian the L-inf DeepFool step crosses in one step, every pixel moved by the same amount
+    (1 + overshoot)(w.x + b + 1e-4) / ||w||_1 along -sign(w), where the L2 step moves pixels unequally."""
+    torch.manual_seed(0)
+    w = torch.randn(1, 4, 4) * 0.5
+    guardian = _linear_guardian(w, 0.3)
+    x = (torch.rand(8, 1, 4, 4) - 0.5) * 0.1
+    g = x.flatten(1) @ w.flatten() + 0.3
+    flagged = g > 0
+    rev = revise(guardian, x[flagged], overshoot=0.02, norm="linf")
+    assert rev.natural.all() and (rev.iterations == 1).all()
+    moved = (rev.x - x[flagged]).flatten(1)
+    expected = (1.02 * (g[flagged] + 1e-4) / w.abs().sum())[:, None] * -w.flatten().sign()
+    torch.testing.assert_close(moved, expected, atol=1e-6, rtol=1e-5)
+    l2 = revise(guardian, x[flagged], overshoot=0.02)
+    assert (moved.abs().amax(1) < (l2.x - x[flagged]).abs().flatten(1).amax(1)).all()
+
+
+def test_extra_steps_go_deeper_into_the_natural_side_by_the_mean_step():
+    """k extra steps move a revised input k more times the length of its (one) DeepFool step along -w/||w||."""
+    torch.manual_seed(1)
+    w = torch.randn(1, 4, 4) * 0.5
+    guardian = _linear_guardian(w, 0.3)
+    x = (torch.rand(6, 1, 4, 4) - 0.5) * 0.1
+    x = x[(x.flatten(1) @ w.flatten() + 0.3) > 0]
+    base = revise(guardian, x)
+    for k in (1, 3):
+        rev = revise(guardian, x, extra_steps=k)
+        assert rev.natural.all() and torch.equal(rev.iterations, base.iterations)
+        torch.testing.assert_close(rev.l2, (1 + k) * base.l2, rtol=1e-4, atol=1e-6)
+        margin = lambda v: -(v.flatten(1) @ w.flatten() + 0.3)   # noqa: E731  (> 0: natural side)
+        assert (margin(rev.x) > margin(base.x)).all()
+    # unrolled gradients replay the paper's modifier only
+    with pytest.raises(ValueError, match="unrolled"):
+        ReabsNet(guardian, guardian, backward="unrolled", extra_steps=1)
+    with pytest.raises(ValueError, match="extra_steps"):
+        ReabsNet(guardian, guardian, extra_steps=-1)

@@ -99,19 +99,34 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     out, results = ablate(profile, torch.device("cpu"), home=shared_home, command="test")
     write(out, results)
     cells = results["cells"]
-    # the profile's cell and each factor's settings, for every seed: 2 seeds x (2 epochs: 3 revise_to levels + the
-    # reference preset + the profile's preset on the reference images; 1 and 3 epochs: those 3 sets) = 2 x 11 rows
-    assert len(cells) == 22 and {c["seed"] for c in cells} == {0, 1}
+    # per seed: 7 guardians on the master (profile, b x 2, c x 2, d x 2) x 3 set groups (smoke, the reference
+    # preset, smoke on the reference images), the profile's guardian with 5 modifier settings x 2 groups (e), and
+    # the undistilled master's guardian on its own sets (f): 2 x (21 + 10 + 1) rows
+    assert len(cells) == 64 and {c["seed"] for c in cells} == {0, 1}
+    assert {c["factor"] for c in cells} == {"profile", "a", "b", "c", "d", "e", "f"}
     same = next(c for c in cells if c["preset"] == "smoke, same images")
     reference = next(c for c in cells if c["preset"] == "quick" and c["guardian"] == same["guardian"])
     assert {k: v["reabsnet"]["n"] for k, v in same["attacks"].items()} == {
         k: v["reabsnet"]["n"] for k, v in reference["attacks"].items()} == {"cw-l2-u": 10, "cw-l2-t": 10,
                                                                           "cw-linf-u": 10, "cw-linf-t": 10}
-    assert {(c["epochs"], c["revise_to"], c["preset"]) for c in cells} >= {(2, 0.5, "smoke"), (1, 0.5, "smoke"),
-                                                                          (3, 0.5, "smoke"), (2, 0.99, "smoke"),
-                                                                          (2, 0.5, "quick")}
-    profile_cell = next(c for c in cells if (c["seed"], c["epochs"], c["revise_to"], c["preset"]) == (0, 2, 0.5,
-                                                                                                       "smoke"))
+    assert {c["setting"] for c in cells if c["factor"] == "e"} == {
+        "revise to 0.9", "revise to 0.99", "1 extra step", "3 extra steps", "L-inf DeepFool step"}
+    # the modifier's settings change what it does: the L-inf step and the extra steps give other revisions
+    base = next(c for c in cells if (c["seed"], c["factor"], c["preset"]) == (0, "profile", "smoke"))
+    for setting in ("3 extra steps", "L-inf DeepFool step"):
+        other = next(c for c in cells if (c["seed"], c["setting"], c["preset"]) == (0, setting, "smoke"))
+        assert other["guardian"] == base["guardian"]
+        assert other["attacks"]["deepfool"]["revision_median_l2"] != base["attacks"]["deepfool"]["revision_median_l2"]
+    # factor f: its own master, its own sets on the same images
+    undistilled = [c for c in cells if c["factor"] == "f"]
+    assert len(undistilled) == 2 and all(c["preset"] == "smoke, undistilled master" for c in undistilled)
+    assert {k: v["reabsnet"]["n"] for k, v in undistilled[0]["attacks"].items()} == {
+        k: v["reabsnet"]["n"] for k, v in base["attacks"].items()}
+    assert results["undistilled_master"]["sha256"] != results["master_sha256"]
+    # factor c: the CW guardian saw more training pairs than the DeepFool-only one
+    guardians = results["guardians"]
+    assert set(guardians["s0-deepfool-cw"]["train_set"]) > set(guardians["s0-e2"]["train_set"])
+    profile_cell = base
     # the profile's own guardian is the reproduction's (reused, not retrained): same rates as its Table 2 on the
     # same images
     assert profile_cell["guardian_val_accuracy"] == json.loads((smoke_run / "guardian.json").read_text())[
@@ -123,7 +138,8 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     for row in results["summary"]:
         s = row["reabsnet"]
         assert s["seeds"] == 2 and s["min"] <= s["mean"] <= s["max"]
-    assert set(results["adaptive_linf_0.1"]) == {f"s{s}-e{e}" for s in (0, 1) for e in (1, 2, 3)}
+    assert set(results["adaptive_linf_0.1"]) == {f"s{s}-{tag}" for s in (0, 1) for tag in (
+        "e1", "e2", "e3", "partial", "deepfool-cw", "arch-master", "arch-two-step", "undistilled")}
     assert results["strength"]["quick"]["cw-l2-u"]["success"]["rate"] > 0.8
     report = (out / "ABLATION.md").read_text()
     for heading in ("## Summary", "## Factor a", "## Every cell", "## Adaptive robust accuracy", "## Compute time"):

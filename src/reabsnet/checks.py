@@ -81,7 +81,13 @@ RULES: dict[str, Rule] = {
     "max_iterations": (at_least_one, "a whole number >= 1"),
     "binary_search_steps": (at_least_one, "a whole number >= 1"),
     "candidates": (at_least_one, "a whole number >= 1"),
+    "queries": (at_least_one, "a whole number >= 1"),
+    "targets": (at_least_one, "a whole number >= 1"),
+    "p_init": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+               "a number in (0, 1]"),
+    "version": (one_of("standard"), "standard"),
     "seed": (non_negative_int, "a whole number >= 0"),
+    "extra_steps": (non_negative_int, "a whole number >= 0"),
     "side": (one_of(0, 1), "0 or 1"),
     "norm": (one_of("linf", "l2"), "linf or l2"),
     "loss": (one_of("ce", "margin", "dlr"), "ce, margin or dlr"),
@@ -112,6 +118,7 @@ RULES: dict[str, Rule] = {
     "n_pgd": (at_least_one, "a whole number >= 1"),
     "adaptive.n": (at_least_one, "a whole number >= 1"),
     "ablation.seeds": (at_least_one, "a whole number >= 1"),
+    "n_cw_train": (at_least_one, "a whole number >= 1"),
     "dataset": (one_of("mnist", "fashion-mnist"), "mnist or fashion-mnist"),
 }
 

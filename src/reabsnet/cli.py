@@ -236,7 +236,7 @@ def cmd_classify(args) -> int:
     guardian = place(load_model(paths["guardian"], expect="guardian")[0], device)
     m = profile.modifier
     defended = ReabsNet(master, guardian, threshold=threshold, revise_to=max(threshold, m.revise_to),
-                        overshoot=m.overshoot, max_iter=m.max_iter).eval()
+                        overshoot=m.overshoot, max_iter=m.max_iter, norm=m.norm, extra_steps=m.extra_steps).eval()
     failed = 0
     for item in args.inputs:
         try:

@@ -49,6 +49,8 @@ class ModifierConfig:
     revise_to: float = 0.5           # revised until P(natural) >= revise_to (paper: just across the boundary)
     overshoot: float = 0.02          # DeepFool's overshoot (Moosavi-Dezfooli et al. 2016)
     max_iter: int = 50               # DeepFool's iteration cap
+    norm: str = "l2"                 # the DeepFool step's norm: "l2" (the paper) or "linf"
+    extra_steps: int = 0             # further steps past the boundary, each the revision's mean step (not in paper)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class AblationConfig:
     n_cw_l2_reference: int = 20       # CW-L2 at the reference settings (9 x 10,000 iterations): hours per 1,000
     n_cw_linf_reference: int = 100    # CW-Linf at the reference settings (li_attack.py: 1,000 iterations per c)
     n_adaptive: int = 100             # joint APGD-DLR at L-inf 0.1 against every guardian variant
+    n_cw_train: int = 1000            # factor c: CW-L2 and CW-Linf (untargeted) on the first N training images
     reference_preset: str = "paper"   # factor a's stronger CW settings (the reference; smoke: "quick", for speed)
 
 
@@ -164,7 +167,8 @@ PROFILES: dict[str, Profile] = {
                                                            train_size=3000)),
         adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10, harden_n=10),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
-                                n_cw_linf_reference=10, n_adaptive=10, reference_preset="quick"),
+                                n_cw_linf_reference=10, n_adaptive=10, n_cw_train=20,
+                                reference_preset="quick"),
     ),
     "quick": Profile(
         name="quick",

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def build_reabsnet(profile: Profile, master: torch.nn.Module, guardian: torch.nn.Module) -> ReabsNet:
     m = profile.modifier
     return ReabsNet(master, guardian, threshold=m.threshold, revise_to=m.revise_to, overshoot=m.overshoot,
-                    max_iter=m.max_iter).eval()
+                    max_iter=m.max_iter, norm=m.norm, extra_steps=m.extra_steps).eval()
 
 
 def build_seconds(out: Path) -> dict[str, float]:

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reabsnet.attacks.adaptive import JointLogits, Scaled, apgd
+from reabsnet.attacks.adaptive import JointLogits, Scaled, apgd, apgd_t
 from reabsnet.attacks.carlini_wagner import carlini_wagner_l2, carlini_wagner_linf
 from reabsnet.attacks.common import BOX, AttackResult, finish, frozen, margin, random_targets
 from reabsnet.attacks.deepfool import deepfool, deepfool_binary
+from reabsnet.attacks.ensemble import autoattack, robust_accuracy
 from reabsnet.attacks.fgsm import fgsm
 from reabsnet.attacks.pgd import pgd
 from reabsnet.attacks.presets import PRESETS, Preset, get_preset
+from reabsnet.attacks.square import square
 from reabsnet.errors import ReabsnetError
 
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "fgsm": fgsm,
     "pgd": pgd,
     "apgd": apgd,
+    "apgd-t": apgd_t,
+    "square": square,
+    "autoattack": autoattack,
     "deepfool": deepfool,
     "cw-l2": carlini_wagner_l2,
     "cw-linf": carlini_wagner_linf,
@@ -31,7 +36,6 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
         raise ReabsnetError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
 
 
-__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "carlini_wagner_l2",
-           "carlini_wagner_linf",
-           "deepfool", "deepfool_binary", "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "pgd",
-           "random_targets"]
+__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "apgd_t",
+           "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fgsm", "finish",
+           "frozen", "get_attack", "get_preset", "margin", "pgd", "random_targets", "robust_accuracy", "square"]

@@ -71,13 +71,20 @@ def _correct_mask(logits: torch.Tensor, y: torch.Tensor, reject: int | None) -> 
     return mask
 
 
-def outcome_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, reject: int | None = None) -> torch.Tensor:
+def outcome_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, reject: int | None = None,
+                 goal: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example loss the attacker maximises; the "correct" outcomes are y and, if given, `reject`.
 
     ce: -log P(correct outcome) (cross-entropy of the set). dlr: the difference-of-logits ratio of Croce & Hein
     (2020), -(z_correct - max_other z) / (z_pi1 - z_pi3), invariant to the logits' scale (hence to a distilled
-    master's saturated softmax); z_correct is the largest logit of the correct outcomes."""
+    master's saturated softmax); z_correct is the largest logit of the correct outcomes. dlr-t: the targeted DLR
+    of APGD-T toward the class `goal`, -(z_correct - z_goal) / (z_pi1 - (z_pi3 + z_pi4) / 2)."""
     correct = _correct_mask(logits, y, reject)
+    if kind == "dlr-t":
+        top = logits.sort(dim=1, descending=True).values
+        z_correct = logits.masked_fill(~correct, float("-inf")).amax(dim=1)
+        z_goal = logits.gather(1, goal[:, None]).squeeze(1)
+        return -(z_correct - z_goal) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
     if kind == "ce":
         return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~correct, float("-inf")), dim=1)
     if kind == "dlr":
@@ -118,9 +125,62 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     """
     check_inputs(x, y, target, box)
     if target is not None:
-        raise ValueError("apgd here is untargeted; use carlini_wagner_l2 for targeted adaptive attacks")
+        raise ValueError("apgd here is untargeted; use apgd_t (targeted DLR toward the top classes) or "
+                         "carlini_wagner_l2 for targeted adaptive attacks")
     if loss not in ("ce", "dlr"):   # norm and the numbers: checked by @validated
         raise SettingError(f"apgd: loss={loss!r}: must be ce or dlr")
+    with frozen(model):
+        best, iterations, _ = _apgd(model, x, y, None, eps=eps, norm=norm, loss=loss, steps=steps,
+                                    restarts=restarts, reject=reject, rho=rho, momentum=momentum, seed=seed, box=box,
+                                    trace=trace)
+        result = finish(model, x, best, y, None, iterations, box)
+    if reject is not None:
+        result.success &= result.label != reject
+    return result
+
+
+@validated
+def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
+           eps: float = 0.3, norm: str = "linf", steps: int = 100, targets: int = 9, reject: int | None = None,
+           rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX) -> AttackResult:
+    """APGD-T (Croce & Hein 2020, auto-attack's apgd-t): APGD on the targeted DLR loss toward each of the
+    `targets` classes the model ranks highest on the clean input after the correct ones (y, `reject`), one run
+    per target class on the examples no earlier run has broken. Success is untargeted, as in auto-attack: any
+    label other than y (and `reject`). `iterations` counts the steps spent over all runs."""
+    check_inputs(x, y, target, box)
+    if target is not None:
+        raise SettingError("apgd_t picks its own target classes (the top ones); pass no target")
+    with frozen(model), torch.no_grad():
+        logits = model(x)
+    correct = _correct_mask(logits, y, reject)
+    ranked = logits.masked_fill(correct, float("-inf")).argsort(dim=1, descending=True)
+    targets = min(targets, int((~correct[0]).sum()))
+    best = x.clone()
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    with frozen(model):
+        for rank in range(targets):
+            idx = (~broken).nonzero().squeeze(1)
+            if not len(idx):
+                break
+            found, steps_used, hit = _apgd(model, x[idx], y[idx], ranked[idx, rank], eps=eps, norm=norm,
+                                           loss="dlr-t", steps=steps, restarts=1, reject=reject, rho=rho,
+                                           momentum=momentum, seed=seed + rank, box=box)
+            iterations[idx] += steps_used
+            keep = hit | (rank == 0)      # the broken ones, and the first run's highest-loss points
+            best[idx[keep]] = found[keep]
+            broken[idx[hit]] = True
+        result = finish(model, x, best, y, None, iterations, box)
+    if reject is not None:
+        result.success &= result.label != reject
+    return result
+
+
+def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor | None, *, eps: float, norm: str,
+          loss: str, steps: int, restarts: int, reject: int | None, rho: float, momentum: float, seed: int, box: Box,
+          trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """APGD's loop (the caller freezes the model): per example the first point that broke it, else the
+    highest-loss one; the steps it spent; whether it broke. `goal`: dlr-t's target classes."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     view = (-1, *[1] * (x.dim() - 1))
     checks = set(_checkpoints(steps)[1:])
@@ -132,75 +192,73 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     def project(z: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return (xs + _project(z - xs, eps, norm)).clamp(*box)
 
-    def loss_grad(xa: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_grad(xa: torch.Tensor, ys: torch.Tensor, gs: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # one forward and backward: per-example loss, input gradient, and whether the example is already broken
         xa = xa.detach().requires_grad_(True)
         logits = model(xa)
-        value = outcome_loss(logits, ys, loss, reject)
+        value = outcome_loss(logits, ys, loss, reject, gs)
         (grad,) = torch.autograd.grad(value.sum(), xa)
         label = logits.argmax(1)
         fooled = (label != ys) if reject is None else (label != ys) & (label != reject)
         return value.detach(), grad.detach(), fooled
 
-    with frozen(model):
-        for restart in range(max(1, restarts)):
-            idx = (~found_any).nonzero().squeeze(1)      # examples this restart works on, shrinking as they break
-            if len(idx) == 0:
+    for restart in range(max(1, restarts)):
+        idx = (~found_any).nonzero().squeeze(1)      # examples this restart works on, shrinking as they break
+        if len(idx) == 0:
+            break
+        xs, ys = x[idx], y[idx]
+        gs = goal[idx] if goal is not None else torch.zeros_like(ys)
+        cur = project(xs + _random_start(xs, eps, norm, gen), xs)
+        value, grad, fooled = loss_grad(cur, ys, gs if goal is not None else None)
+        s = {"xs": xs, "ys": ys, "gs": gs, "cur": cur, "prev": cur.clone(), "grad": grad, "value": value,
+             "best": cur.clone(), "best_value": value.clone(), "grad_best": grad.clone(),
+             "eta": torch.full((len(xs),), 2.0 * eps, device=x.device), "raised": torch.zeros(len(xs),
+             device=x.device), "best_at_check": value.clone(), "eta_at_check": torch.zeros(len(xs),
+             device=x.device), "idx": idx, "start": value.clone()}
+        s["eta_at_check"] = s["eta"].clone()
+        done = fooled
+        last_check = 0
+        for k in range(steps + 1):
+            if done.any():   # record the broken examples and drop them from the working set
+                gone = s["idx"][done]
+                best[gone] = s["cur"][done]
+                found_any[gone] = True
+                iterations[gone] += k
+                s = {name: v[~done] for name, v in s.items()}
+            if k == steps or len(s["idx"]) == 0:
                 break
-            xs, ys = x[idx], y[idx]
-            cur = project(xs + _random_start(xs, eps, norm, gen), xs)
-            value, grad, fooled = loss_grad(cur, ys)
-            s = {"xs": xs, "ys": ys, "cur": cur, "prev": cur.clone(), "grad": grad, "value": value,
-                 "best": cur.clone(), "best_value": value.clone(), "grad_best": grad.clone(),
-                 "eta": torch.full((len(xs),), 2.0 * eps, device=x.device), "raised": torch.zeros(len(xs),
-                 device=x.device), "best_at_check": value.clone(), "eta_at_check": torch.zeros(len(xs),
-                 device=x.device), "idx": idx, "start": value.clone()}
-            s["eta_at_check"] = s["eta"].clone()
-            done = fooled
-            last_check = 0
-            for k in range(steps + 1):
-                if done.any():   # record the broken examples and drop them from the working set
-                    gone = s["idx"][done]
-                    best[gone] = s["cur"][done]
-                    found_any[gone] = True
-                    iterations[gone] += k
-                    s = {name: v[~done] for name, v in s.items()}
-                if k == steps or len(s["idx"]) == 0:
-                    break
-                with torch.no_grad():
-                    z = project(s["cur"] + s["eta"].view(view) * _direction(s["grad"], norm), s["xs"])
-                    if k:
-                        z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]),
-                                    s["xs"])
-                    s["prev"] = s["cur"]
-                value, grad, done = loss_grad(z, s["ys"])
-                with torch.no_grad():
-                    s["raised"] += (value > s["value"]).float()
-                    s["cur"], s["value"], s["grad"] = z, value, grad
-                    better = value > s["best_value"]
-                    for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
-                        s[name][better] = src[better]
-                    if trace is not None and restart == 0:
-                        gain[s["idx"]] = s["best_value"] - s["start"]
-                        trace.append(float(gain[idx].mean()))
-                    if k + 1 in checks:
-                        span = k + 1 - last_check
-                        stalled = (s["raised"] < rho * span) | ((s["eta"] == s["eta_at_check"]) &
-                                                                (s["best_value"] <= s["best_at_check"]))
-                        s["eta_at_check"] = s["eta"].clone()
-                        s["eta"] = torch.where(stalled, s["eta"] / 2, s["eta"])
-                        # halved: go on from the best point so far, with its gradient
-                        s["cur"] = torch.where(stalled.view(view), s["best"], s["cur"])
-                        s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
-                        s["value"] = torch.where(stalled, s["best_value"], s["value"])
-                        s["raised"].zero_()
-                        s["best_at_check"] = s["best_value"].clone()
-                        last_check = k + 1
-            with torch.no_grad():   # the survivors of this restart keep their highest-loss point
-                if len(s["idx"]):
-                    best[s["idx"]] = s["best"]
-                    iterations[s["idx"]] += steps
-        result = finish(model, x, best, y, None, iterations, box)
-        if reject is not None:
-            result.success &= result.label != reject
-        return result
+            with torch.no_grad():
+                z = project(s["cur"] + s["eta"].view(view) * _direction(s["grad"], norm), s["xs"])
+                if k:
+                    z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]),
+                                s["xs"])
+                s["prev"] = s["cur"]
+            value, grad, done = loss_grad(z, s["ys"], s["gs"] if goal is not None else None)
+            with torch.no_grad():
+                s["raised"] += (value > s["value"]).float()
+                s["cur"], s["value"], s["grad"] = z, value, grad
+                better = value > s["best_value"]
+                for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
+                    s[name][better] = src[better]
+                if trace is not None and restart == 0:
+                    gain[s["idx"]] = s["best_value"] - s["start"]
+                    trace.append(float(gain[idx].mean()))
+                if k + 1 in checks:
+                    span = k + 1 - last_check
+                    stalled = (s["raised"] < rho * span) | ((s["eta"] == s["eta_at_check"]) &
+                                                            (s["best_value"] <= s["best_at_check"]))
+                    s["eta_at_check"] = s["eta"].clone()
+                    s["eta"] = torch.where(stalled, s["eta"] / 2, s["eta"])
+                    # halved: go on from the best point so far, with its gradient
+                    s["cur"] = torch.where(stalled.view(view), s["best"], s["cur"])
+                    s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
+                    s["value"] = torch.where(stalled, s["best_value"], s["value"])
+                    s["raised"].zero_()
+                    s["best_at_check"] = s["best_value"].clone()
+                    last_check = k + 1
+        with torch.no_grad():   # the survivors of this restart keep their highest-loss point
+            if len(s["idx"]):
+                best[s["idx"]] = s["best"]
+                iterations[s["idx"]] += steps
+    return best, iterations, found_any

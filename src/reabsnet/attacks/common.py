@@ -46,7 +46,7 @@ class AttackResult:
         return AttackResult(**{k: v.cpu() for k, v in vars(self).items()})
 
 
-NOT_SETTINGS = frozenset({"model", "x", "y", "target", "box", "trace"})
+NOT_SETTINGS = frozenset({"model", "x", "y", "target", "box", "trace", "record"})
 F = TypeVar("F", bound=Callable)
 
 

@@ -85,13 +85,15 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torc
 
 @validated
 def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, threshold: float = 0.5,
-                    overshoot: float = 0.02, max_iter: int = 50, box_aware: bool = True, box: Box = BOX
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    overshoot: float = 0.02, max_iter: int = 50, box_aware: bool = True, box: Box = BOX,
+                    norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two-class DeepFool: move each input of a two-output classifier until softmax(logits)[side] >= threshold.
 
     The boundary is g(x) = Z_other - Z_side + log(threshold / (1 - threshold)) = 0; each step goes to the
     linearised boundary, r_i = -(|g| + 1e-4) * grad g / ||grad g||^2, accumulated with overshoot, in the box.
     Inputs already on `side` are returned unchanged. Returns (revised inputs, iterations used, reached side).
+    norm="linf": the L-inf form of the step (Moosavi-Dezfooli et al. 2016, section 2 with q = 1), the smallest
+    L-inf move to the linearised boundary: r_i = -(|g| + 1e-4) * sign(grad g) / ||grad g||_1.
 
     box_aware: linearise over the pixels that can still move, i.e. drop the gradient components that would push
     a pixel already at the box's edge further out. Plain DeepFool steps toward the unconstrained boundary and lets
@@ -121,9 +123,13 @@ def deepfool_binary(model: nn.Module, x: torch.Tensor, *, side: int = 0, thresho
                     break
                 keep = running.nonzero().squeeze(1)
                 idx, g, grad = idx[keep], g[keep], grad[keep]
-                sq = grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24)
-                scale = -(g.abs() + 1e-4) / sq
-                r_tot[idx] += scale.view(-1, *[1] * (x.dim() - 1)) * grad
+                view = (-1, *[1] * (x.dim() - 1))
+                if norm == "linf":
+                    scale = -(g.abs() + 1e-4) / grad.flatten(1).abs().sum(dim=1).clamp_min(1e-12)
+                    r_tot[idx] += scale.view(view) * grad.sign()
+                else:
+                    scale = -(g.abs() + 1e-4) / grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24)
+                    r_tot[idx] += scale.view(view) * grad
                 if box_aware:   # keep the accumulated step inside the box, so no later step is spent undoing it
                     r_tot[idx] = ((x[idx] + (1 + overshoot) * r_tot[idx]).clamp(*box) - x[idx]) / (1 + overshoot)
                 iterations[idx] += 1

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks import BOX, deepfool_binary
-from reabsnet.attacks.common import Box
+from reabsnet.attacks.common import Box, frozen
 
 NATURAL, ADVERSARIAL = 0, 1   # the guardian's two classes
 
@@ -31,13 +31,46 @@ class Revision:
 
 
 def revise(guardian: nn.Module, x: torch.Tensor, *, threshold: float = 0.5, overshoot: float = 0.02,
-           max_iter: int = 50, box: Box = BOX) -> Revision:
+           max_iter: int = 50, box: Box = BOX, norm: str = "l2", extra_steps: int = 0) -> Revision:
     """Revise every input of `x` (the caller passes only the flagged ones) with the two-class DeepFool step toward
-    the guardian's natural class until P(natural) >= threshold, inside the box, at most `max_iter` steps."""
+    the guardian's natural class until P(natural) >= threshold, inside the box, at most `max_iter` steps.
+
+    norm: the DeepFool step's norm ("l2", the paper's; "linf", the smallest L-inf move, for L-inf attacks).
+    extra_steps: k further steps past the boundary for the inputs that reached it, each as long (in `norm`) as
+    the revision's mean DeepFool step, along the guardian's current (box-aware) gradient toward natural."""
     # deepfool_binary enables input gradients itself (attacks.common.frozen), even under a caller's no_grad
     x_new, iterations, natural = deepfool_binary(guardian, x, side=NATURAL, threshold=threshold,
-                                                 overshoot=overshoot, max_iter=max_iter, box=box)
+                                                 overshoot=overshoot, max_iter=max_iter, box=box, norm=norm)
+    if extra_steps:
+        x_new = further(guardian, x, x_new, iterations, natural, extra_steps, norm, box)
+        with torch.no_grad():
+            natural = guardian(x_new).softmax(1)[:, NATURAL] >= threshold
     return Revision(x=x_new, iterations=iterations, l2=(x_new - x).flatten(1).norm(dim=1), natural=natural)
+
+
+def further(guardian: nn.Module, x: torch.Tensor, x_new: torch.Tensor, iterations: torch.Tensor,
+            natural: torch.Tensor, steps: int, norm: str, box: Box) -> torch.Tensor:
+    """`steps` more moves of the revised inputs that moved and reached natural, deeper into the natural side."""
+    idx = (natural & (iterations > 0)).nonzero().squeeze(1)
+    if not len(idx):
+        return x_new
+    x_new = x_new.clone()
+    view = (-1, *[1] * (x.dim() - 1))
+    moved = (x_new[idx] - x[idx]).flatten(1)
+    length = (moved.abs().amax(1) if norm == "linf" else moved.norm(dim=1)) / iterations[idx]
+    xa = x_new[idx]
+    with frozen(guardian):
+        for _ in range(steps):
+            xa = xa.detach().requires_grad_(True)
+            logits = guardian(xa)
+            (grad,) = torch.autograd.grad((logits[:, ADVERSARIAL] - logits[:, NATURAL]).sum(), xa)
+            with torch.no_grad():
+                xa = xa.detach()
+                grad = grad.masked_fill(((xa <= box[0]) & (grad > 0)) | ((xa >= box[1]) & (grad < 0)), 0.0)
+                unit = grad.sign() if norm == "linf" else grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+                xa = (xa - length.view(view) * unit).clamp(*box)
+    x_new[idx] = xa.detach()
+    return x_new
 
 
 def unrolled_revision(guardian: nn.Module, x: torch.Tensor, iterations: torch.Tensor, *, threshold: float = 0.5,

@@ -37,7 +37,7 @@ class ReabsNet(nn.Module):
     forward(x) returns the master's logits on x where the guardian calls x natural (P(adversarial) <= threshold)
     and on the modifier's revision of x where it does not, so the module drops into any evaluation code. The
     modifier revises until P(natural) >= revise_to (default: the threshold itself, the paper's rule: just across
-    the guardian's boundary).
+    the guardian's boundary); `norm` and `extra_steps` pick the modifier's step (see `defense.modifier.revise`).
     Gradients flow to x through the master and, with backward="identity", straight through the revision (the
     revision counts as identity on the backward pass, the BPDA approximation of Athalye et al. 2018); with
     backward="unrolled", through the modifier's DeepFool steps replayed with their graph (exact, about three
@@ -46,14 +46,17 @@ class ReabsNet(nn.Module):
 
     def __init__(self, master: nn.Module, guardian: nn.Module, *, threshold: float = 0.5,
                  revise_to: float | None = None, overshoot: float = 0.02, max_iter: int = 50, box: Box = BOX,
-                 backward: str = "identity"):
+                 backward: str = "identity", norm: str = "l2", extra_steps: int = 0):
         super().__init__()
         if backward not in ("identity", "unrolled"):
             raise ValueError(f"backward must be 'identity' or 'unrolled', not {backward!r}")
+        if backward == "unrolled" and (norm != "l2" or extra_steps):
+            raise ValueError("backward='unrolled' replays the paper's modifier only (norm 'l2', no extra steps)")
         self.backward = backward
         revise_to = threshold if revise_to is None else revise_to
         check_settings({"threshold": threshold, "revise_to": revise_to, "overshoot": overshoot,
-                        "max_iter": max_iter}, "ReabsNet: ")
+                        "max_iter": max_iter, "norm": norm, "extra_steps": extra_steps}, "ReabsNet: ")
+        self.norm, self.extra_steps = norm, extra_steps
         self.master, self.guardian = master, guardian
         self.threshold, self.revise_to, self.overshoot, self.max_iter, self.box = (threshold, revise_to, overshoot,
                                                                                    max_iter, box)
@@ -73,7 +76,7 @@ class ReabsNet(nn.Module):
         idx = flagged.nonzero().squeeze(1)
         if len(idx):
             rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
-                         max_iter=self.max_iter, box=self.box)
+                         max_iter=self.max_iter, box=self.box, norm=self.norm, extra_steps=self.extra_steps)
             if self.backward == "unrolled" and x.requires_grad and torch.is_grad_enabled():
                 replay = unrolled_revision(self.guardian, x[idx], rev.iterations, threshold=self.revise_to,
                                            overshoot=self.overshoot, box=self.box)

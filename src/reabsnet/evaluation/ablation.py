@@ -5,14 +5,21 @@ with a Wilson 95% interval, the median revision L2 and the fraction of revised i
 right. The guardian of the profile's own cell and of every guardian factor is trained with `ablation.seeds` seeds,
 so each cell has a spread over seeds to compare a factor's effect with.
 
-Factors measured here:
+Factors (the issue's letters):
 - a. CW strength: the profile's CW presets against `ablation.reference_preset` (default "paper", the reference
   settings: CW-Linf as li_attack.py on the first `n_cw_linf_reference` images; CW-L2 as l2_attack.py, 9 x 10,000
-  with abort-early, on the first `n_cw_l2_reference`); each set's median distortion and the master's logit margin at the
-  adversarial point.
+  with abort-early, on the first `n_cw_l2_reference`); each set's median distortion and the master's logit margin
+  at the adversarial point.
 - b. Guardian sharpness: guardians trained for 1 and 3 epochs (the full schedule, compressed) beside the
-  profile's 10, each with its validation accuracy.
-- e. Modifier: revise to P(natural) >= 0.9 and 0.99 instead of just across the boundary (0.5).
+  profile's, each with its validation accuracy.
+- c. Guardian training data: partial perturbations (x + a r, a ~ U(0, 1]) instead of DeepFool's; DeepFool plus
+  CW-L2 and CW-Linf examples (untargeted, the profile's preset) of the first `n_cw_train` training images.
+- d. Guardian architecture: the master's (Figure 2) as a two-class network; Figure 3 read as one path whose two
+  steps are concatenated (`models.guardian`).
+- e. Modifier: revise to P(natural) >= 0.9 and 0.99; 1 and 3 extra steps past the boundary; the L-inf form of
+  the DeepFool step.
+- f. Master: not distilled (the same recipe at T = 1), with its own guardian, trained on its own DeepFool data, and
+  attacked on the same images at the profile's preset.
 For every guardian, the adaptive robust accuracy at L-inf 0.1 (joint APGD-DLR, the adaptive evaluation's attack).
 """
 
@@ -42,18 +49,45 @@ log = logging.getLogger(__name__)
 
 GUARDIAN_EPOCHS = (1, 3)         # factor b, beside the profile's own epochs
 REVISE_TO = (0.9, 0.99)          # factor e, beside the profile's revise_to
+EXTRA_STEPS = (1, 3)             # factor e, beside the profile's extra steps (0)
 CW_KEYS = ("cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t")
 SPECS = {s.key: s for s in ATTACK_SPECS}
+FACTORS = ("profile", "a", "b", "c", "d", "e", "f")   # the summary's order
+UNDISTILLED = "undistilled master"
+
+
+def guardian_variants(profile: Profile) -> list[dict]:
+    """The guardian settings to train, each with `ablation.seeds` seeds: the profile's, then factors b, c, d, f."""
+    epochs = profile.guardian.train.epochs
+    return ([{"factor": "profile", "setting": "profile", "tag": f"e{epochs}", "epochs": epochs}] +
+            [{"factor": "b", "setting": f"guardian {e} ep", "tag": f"e{e}", "epochs": e}
+             for e in GUARDIAN_EPOCHS if e != epochs] +
+            [{"factor": "c", "setting": "guardian data: partial perturbations", "tag": "partial", "data": "partial"},
+             {"factor": "c", "setting": "guardian data: DeepFool + CW", "tag": "deepfool-cw", "cw_data": True},
+             {"factor": "d", "setting": "guardian: master's architecture", "tag": "arch-master",
+              "architecture": "guardian-master"},
+             {"factor": "d", "setting": "guardian: two steps of one path", "tag": "arch-two-step",
+              "architecture": "guardian-two-step"},
+             {"factor": "f", "setting": UNDISTILLED, "tag": "undistilled", "undistilled": True}])
+
+
+def modifier_variants(profile: Profile) -> list[dict]:
+    """Factor e: the modifier's settings tried with the profile's guardians."""
+    m = profile.modifier
+    return ([{"factor": "e", "setting": f"revise to {r:g}", "revise_to": r} for r in REVISE_TO if r != m.revise_to] +
+            [{"factor": "e", "setting": f"{k} extra step{'s' * (k > 1)}", "extra_steps": k}
+             for k in EXTRA_STEPS if k != m.extra_steps] +
+            ([{"factor": "e", "setting": "L-inf DeepFool step", "norm": "linf"}] if m.norm != "linf" else []))
 
 
 def _sets(profile: Profile, splits: Splits, master, master_meta: dict, out: Path, timings: dict, preset: str,
-          sizes: dict[str, int]) -> dict:
-    """The attack sets of `sizes` (key -> first N test images) at `preset`, under out/attacks-<preset>/."""
+          sizes: dict[str, int], tag: str = "") -> dict:
+    """The attack sets of `sizes` (key -> first N test images) at `preset`, under out/attacks-<tag><preset>/."""
     p = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
     sets = {}
     for key, n in sizes.items():
         sets.update(attack_sets(p, splits, master, master_meta, out, timings, specs=[SPECS[key]],
-                                subdir=f"attacks-{preset}", n=n))
+                                subdir=f"attacks-{tag}{preset}", n=n))
     return sets
 
 
@@ -95,106 +129,136 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
     master, master_meta = train_master(profile, splits, device, home, shipped)
     out = run_dir(splits.name, profile.name, home) / "ablation"
     timings: dict[str, float] = {}
+    preset = profile.eval.preset
     sizes = {"deepfool": cfg.n_deepfool, "cw-l2-u": cfg.n_cw_l2, "cw-l2-t": cfg.n_cw_l2,
              "cw-linf-u": cfg.n_cw_linf, "cw-linf-t": cfg.n_cw_linf}
-    sets = {profile.eval.preset: _sets(profile, splits, master, master_meta, out, timings, profile.eval.preset,
-                                       sizes)}
-    if cfg.reference_preset != profile.eval.preset:   # factor a: the stronger (reference) settings
+    sets = {preset: _sets(profile, splits, master, master_meta, out, timings, preset, sizes)}
+    if cfg.reference_preset != preset:   # factor a: the stronger (reference) settings
         ref_sizes = {"cw-l2-u": cfg.n_cw_l2_reference, "cw-l2-t": cfg.n_cw_l2_reference,
                      "cw-linf-u": cfg.n_cw_linf_reference, "cw-linf-t": cfg.n_cw_linf_reference}
         sets[cfg.reference_preset] = _sets(profile, splits, master, master_meta, out, timings, cfg.reference_preset,
                                            ref_sizes)
         # the profile's sets on the reference sets' images, so the two presets compare on the same images
-        sets[f"{profile.eval.preset}, same images"] = {
-            k: ({name: v[:n] if v is not None else None for name, v in sets[profile.eval.preset][k][0].items()},
-                sets[profile.eval.preset][k][1]) for k, n in ref_sizes.items()}
+        sets[f"{preset}, same images"] = {
+            k: ({name: v[:n] if v is not None else None for name, v in sets[preset][k][0].items()},
+                sets[preset][k][1]) for k, n in ref_sizes.items()}
+    # factor c: CW examples of training images, for the guardian trained on DeepFool + CW
+    cw_train = attack_sets(profile, splits, master, master_meta, out, timings,
+                           specs=[SPECS["cw-l2-u"], SPECS["cw-linf-u"]], subdir=f"train-attacks-{preset}",
+                           n=cfg.n_cw_train, split="train")
+    # factor f: the undistilled master, with its own attack sets on the same images
+    plain_profile = dataclasses.replace(profile, distill=False)
+    plain, plain_meta = train_master(plain_profile, splits, device, home, shipped)
+    plain_sets = {f"{preset}, {UNDISTILLED}": _sets(profile, splits, plain, plain_meta, out, timings, preset, sizes,
+                                                    tag="undistilled-")}
     # seconds each artifact took to build, whenever it was built (from the sidecars), and each cell's evaluation
-    built = {f"attack set {preset}/{k}": meta["seconds"] for preset, group in sets.items()
-             for k, (_, meta) in group.items() if not preset.endswith("same images")}
-    strength = {preset: {k: {**set_stats(master, arrays), "preset_note": meta["preset_note"]}
-                         for k, (arrays, meta) in group.items()} for preset, group in sets.items()}
+    built = {f"attack set {name}/{k}": meta["seconds"] for name, group in {**sets, **plain_sets}.items()
+             for k, (_, meta) in group.items() if not name.endswith("same images")}
+    built |= {f"attack set {k} on training images (factor c)": meta["seconds"] for k, (_, meta) in cw_train.items()}
+    built["undistilled master (training)"] = plain_meta["training"]["seconds"]
+    strength = {name: {k: {**set_stats(plain if name in plain_sets else master, arrays),
+                           "preset_note": meta["preset_note"]} for k, (arrays, meta) in group.items()}
+                for name, group in {**sets, **plain_sets}.items()}
+    strength_train = {k: {**set_stats(master, arrays), "preset_note": meta["preset_note"]}
+                      for k, (arrays, meta) in cw_train.items()}
 
     m = profile.modifier
-    epochs = profile.guardian.train.epochs
     guardians: dict[str, dict] = {}
-    for seed in range(profile.seed, profile.seed + cfg.seeds):
-        for e in (epochs, *GUARDIAN_EPOCHS):
-            g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(profile.guardian.train,
-                                                                                    epochs=e))
+    for seed in range(profile.seed, profile.seed + cfg.seeds):   # seed by seed, so a short run has every variant
+        for v in guardian_variants(profile):
+            g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(
+                profile.guardian.train, epochs=v.get("epochs", profile.guardian.train.epochs)))
             variant = dataclasses.replace(profile, seed=seed, guardian=g_cfg)
-            name = "guardian" if (seed, e) == (profile.seed, epochs) else f"ablation/guardian-s{seed}-e{e}"
-            guardian, g_meta = train_guardian(variant, splits, master, master_meta, device, home, shipped, name)
-            built[f"guardian seed {seed}, {e} epochs (training)"] = g_meta["training"]["seconds"]
-            guardians[f"s{seed}-e{e}"] = {"seed": seed, "epochs": e, "model": guardian, "meta": g_meta}
+            own = (plain, plain_meta) if v.get("undistilled") else (master, master_meta)
+            name = "guardian" if (seed, v["factor"]) == (profile.seed, "profile") else \
+                f"ablation/guardian-s{seed}-{v['tag']}"
+            guardian, g_meta = train_guardian(
+                variant, splits, *own, device, home, shipped, name, architecture=v.get("architecture", "guardian"),
+                data=v.get("data", "deepfool"), extra_sets=cw_train if v.get("cw_data") else None,
+                data_dir="ablation/guardian-data-undistilled" if v.get("undistilled") else "guardian-data")
+            built[f"guardian seed {seed}, {v['setting']} (training)"] = g_meta["training"]["seconds"]
+            guardians[f"s{seed}-{v['tag']}"] = {**v, "seed": seed, "model": guardian, "meta": g_meta,
+                                                "master": own[0], "master_meta": own[1]}
 
-    def pipeline(guardian, revise_to: float) -> ReabsNet:
-        return ReabsNet(master, guardian, threshold=m.threshold, revise_to=max(revise_to, m.threshold),
-                        overshoot=m.overshoot, max_iter=m.max_iter).eval()
+    def pipeline(g: dict, mod: dict) -> ReabsNet:
+        return ReabsNet(g["master"], g["model"], threshold=m.threshold,
+                        revise_to=max(mod.get("revise_to", m.revise_to), m.threshold), overshoot=m.overshoot,
+                        max_iter=m.max_iter, norm=mod.get("norm", m.norm),
+                        extra_steps=mod.get("extra_steps", m.extra_steps)).eval()
 
     cells = []
     for gkey, g in guardians.items():
-        revise_levels = (m.revise_to, *REVISE_TO) if g["epochs"] == epochs else (m.revise_to,)
-        for revise_to in revise_levels:
-            defended = pipeline(g["model"], revise_to)
-            for preset, group in sets.items():
-                if preset != profile.eval.preset and revise_to != m.revise_to:
+        mods = [{}] + (modifier_variants(profile) if g["factor"] == "profile" else [])
+        for mod in mods:
+            defended = pipeline(g, mod)
+            for set_name, group in (plain_sets if g.get("undistilled") else sets).items():
+                if mod and set_name.endswith("same images"):
                     continue
+                factor, setting = (mod["factor"], mod["setting"]) if mod else (g["factor"], g["setting"])
+                if factor == "profile" and (set_name == cfg.reference_preset or set_name.endswith("same images")):
+                    factor = "a"
                 began_c = time.perf_counter()
-                row = {"guardian": gkey, "seed": g["seed"], "epochs": g["epochs"], "revise_to": revise_to,
-                       "preset": preset, "guardian_val_accuracy": g["meta"]["metrics"]["val_accuracy"],
+                row = {"guardian": gkey, "seed": g["seed"], "epochs": g.get("epochs", profile.guardian.train.epochs),
+                       "factor": factor, "setting": setting, "modifier": mod, "preset": set_name,
+                       "guardian_val_accuracy": g["meta"]["metrics"]["val_accuracy"],
                        "attacks": {k: defend(defended, arrays) for k, (arrays, _) in group.items()}}
                 row["seconds"] = time.perf_counter() - began_c
-                built[f"cell {gkey}, revise_to {revise_to:g}, {preset} sets (evaluation)"] = row["seconds"]
+                built[f"cell {gkey}, {setting}, {set_name} sets (evaluation)"] = row["seconds"]
                 cells.append(row)
-                log.info("ablation %s revise_to %g (%s): %s", gkey, revise_to, preset,
+                log.info("ablation %s %s (%s): %s", gkey, setting, set_name,
                          ", ".join(f"{k} {v['reabsnet']['rate']:.3f}" for k, v in row["attacks"].items()))
 
     adaptive = {}
     for gkey, g in guardians.items():   # no variant may buy the oblivious table with nothing
-        joint = JointLogits(master, g["model"], m.threshold).eval()
+        joint = JointLogits(g["master"], g["model"], m.threshold).eval()
         spec = apgd_spec("joint", "linf", 0.1, "dlr", profile.adaptive, REJECT)
-        meta = digest(master_meta, g["meta"], extra=("joint", m.threshold))
+        meta = digest(g["master_meta"], g["meta"], extra=("joint", m.threshold))
         arrays, a_meta = attack_sets(profile, splits, joint, meta, out, timings, specs=[spec],
                                      subdir=f"adaptive/{gkey}", n=cfg.n_adaptive)[spec.key]
         built[f"adaptive joint APGD-DLR, guardian {gkey}"] = a_meta["seconds"]
-        adaptive[gkey] = rate(pipeline(g["model"], m.revise_to).predict_batches(arrays["x_adv"]).label == arrays["y"])
+        adaptive[gkey] = rate(pipeline(g, {}).predict_batches(arrays["x_adv"]).label == arrays["y"])
 
     results = {"profile": dataclasses.asdict(profile), "command": command, "data_sha256": splits.sha256,
-               "master_sha256": master_meta["sha256"], "strength": strength, "cells": cells,
+               "master_sha256": master_meta["sha256"], "undistilled_master": {
+                   "sha256": plain_meta["sha256"], "test_accuracy": plain_meta["metrics"]["test_accuracy"],
+                   "distilled_test_accuracy": master_meta["metrics"]["test_accuracy"]},
+               "strength": strength, "strength_train": strength_train, "cells": cells,
+               "guardians": {k: {"factor": g["factor"], "setting": g["setting"], "seed": g["seed"],
+                                 "val_accuracy": g["meta"]["metrics"]["val_accuracy"],
+                                 "train_set": g["meta"].get("train_set")} for k, g in guardians.items()},
                "adaptive_linf_0.1": adaptive, "paper": PAPER["reabsnet"],
                "summary": summarize(cells, profile), "build_seconds": {k: round(v, 1) for k, v in built.items()},
                "wall_seconds": round(time.perf_counter() - began, 1)}
     return out, results
 
 
+def label(row: dict, prof: dict) -> str:
+    """A cell's factor setting in words; "profile" when nothing differs from the profile."""
+    parts = [f"CW preset {row['preset'].split(',')[0]}"] if row["preset"].split(",")[0] != prof["eval"]["preset"] \
+        else []
+    if row["setting"] != "profile":
+        parts.append(row["setting"])
+    if row["preset"].endswith("same images"):
+        parts.append("reference images")
+    return ", ".join(parts) or "profile"
+
+
 def summarize(cells: list[dict], profile: Profile) -> list[dict]:
     """One row per (factor setting, attack): the mean and range over seeds of ReabsNet's rate."""
-    groups: dict[tuple, list[dict]] = {}
+    prof = dataclasses.asdict(profile)
+    groups: dict[str, list[dict]] = {}
     for c in cells:
-        groups.setdefault((c["preset"], c["epochs"], c["revise_to"]), []).append(c)
+        groups.setdefault(label(c, prof), []).append(c)
     rows = []
-    base = (profile.eval.preset, profile.guardian.train.epochs, profile.modifier.revise_to)
-    # the profile's own cell first, then one factor at a time: CW preset, guardian epochs, revise_to
-    for (preset, epochs, revise_to), group in sorted(groups.items(), key=lambda kv: (
-            kv[0] != base, kv[0][0] != base[0], kv[0][1] != base[1], kv[0][1], kv[0][2])):
+    # the profile's own cell first, then factor by factor (a-f), each in the order its cells were measured
+    for name, group in sorted(groups.items(), key=lambda kv: FACTORS.index(kv[1][0]["factor"])):
         for attack in group[0]["attacks"]:
             per_seed = [c["attacks"][attack] for c in group]
-            rows.append({"preset": preset, "epochs": epochs, "revise_to": revise_to, "attack": attack,
+            rows.append({"label": name, "factor": group[0]["factor"], "setting": group[0]["setting"],
+                         "preset": group[0]["preset"], "attack": attack,
                          "reabsnet": _spread(per_seed, "reabsnet"), "revised_right": _spread(per_seed, "revised_right"),
                          "guardian_val_accuracy": [c["guardian_val_accuracy"] for c in group]})
     return rows
-
-
-def label(row: dict, prof: dict) -> str:
-    """A cell's factor setting in words; "profile" when nothing differs from the profile."""
-    parts = []
-    if row["preset"] != prof["eval"]["preset"]:
-        parts.append(f"CW preset {row['preset']}")
-    if row["epochs"] != prof["guardian"]["train"]["epochs"]:
-        parts.append(f"guardian {row['epochs']} ep")
-    if row["revise_to"] != prof["modifier"]["revise_to"]:
-        parts.append(f"revise to {row['revise_to']:g}")
-    return ", ".join(parts) or "profile"
 
 
 def _r(r: dict | None) -> str:
@@ -221,12 +285,18 @@ def render(results: dict) -> str:
                  if cfg["reference_preset"] != prof["eval"]["preset"] else ". ") +
              f"Guardians: seeds {prof['seed']}-{prof['seed'] + cfg['seeds'] - 1} "
              f"for every guardian setting. A factor's effect is real only where it exceeds the spread over seeds.",
-             "", "Factors in this ablation: a (CW strength), b (guardian sharpness, by training epochs), e (the "
-             "modifier's target P(natural)). Not yet measured: c (guardian training data), d (guardian "
-             "architecture), f (an undistilled master), the modifier's extra steps and an L-inf DeepFool step.",
+             "", "Factors: a (CW strength: the reference presets), b (guardian sharpness, by training epochs), c "
+             f"(guardian training data: partial perturbations x + a r, a ~ U(0, 1]; DeepFool plus CW-L2 and CW-Linf "
+             f"(untargeted) examples of the first {cfg.get('n_cw_train', 0):,} training images), d (guardian "
+             "architecture: the master's, or Figure 3 read as two steps of one path), e (modifier: target P(natural) "
+             "0.9/0.99, 1 or 3 extra steps past the boundary, the L-inf DeepFool step), f (master: not distilled, "
+             "its own guardian, its own attack sets on the same images, at the profile's preset only). Factors b-d "
+             "and f change the guardian and are trained with every seed; e uses the profile's guardians. "
+             "Guardian accuracy by training epochs, not stopped at target accuracies (the validation accuracy of "
+             "each is listed).",
              "", "## Summary: ReabsNet's rate per factor setting (mean over seeds, min-max)", "",
-             "| setting | guardian val. accuracy | " + " | ".join(results["summary_attacks"]) + " |",
-             "|---|---|" + "---|" * len(results["summary_attacks"])]
+             "| factor | setting | guardian val. accuracy | " + " | ".join(results["summary_attacks"]) + " |",
+             "|---|---|---|" + "---|" * len(results["summary_attacks"])]
     by_label: dict[str, dict] = {}
     for row in results["summary"]:
         by_label.setdefault(row["label"], {})[row["attack"]] = row
@@ -237,16 +307,34 @@ def render(results: dict) -> str:
             s = attacks.get(a, {}).get("reabsnet")
             cells.append("n/a" if not s or s["mean"] is None else
                          f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
-        lines.append(f"| {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
-    lines.append("| paper | - | " + " | ".join(_f(results["paper"].get(a)) for a in results["summary_attacks"])
+        factor = next(iter(attacks.values())).get("factor", "")
+        lines.append(f"| {factor} | {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
+    lines.append("| | paper | - | " + " | ".join(_f(results["paper"].get(a)) for a in results["summary_attacks"])
                  + " |")
     lines += ["", "![ablation](ablation.png)", "", "## Factor a: attack strength (the master alone)", "",
-              "| set | preset | success | median L2 | median L-inf | median logit margin (best other - true) |",
-              "|---|---|---|---|---|---|"]
-    for group in results["strength"].values():
+              "Each set against the master it attacks (factor f's against the undistilled master; the training-image "
+              "sets are factor c's guardian data).", "",
+              "| set | images | preset | success | median L2 | median L-inf | median margin (best other - true) |",
+              "|---|---|---|---|---|---|---|"]
+    strength = list(results["strength"].items())
+    if results.get("strength_train"):
+        strength.append(("training images", results["strength_train"]))
+    for name, group in strength:
         for key, s in group.items():
-            lines.append(f"| {key} | {s['preset_note']} | {_r(s['success'])} | {_f(s['median_l2'])} | "
+            lines.append(f"| {key} | {name} | {s['preset_note']} | {_r(s['success'])} | {_f(s['median_l2'])} | "
                          f"{_f(s['median_linf'])} | {_f(s['median_margin'])} |")
+    if results.get("undistilled_master"):
+        u = results["undistilled_master"]
+        lines += ["", f"Factor f's master (not distilled, same recipe at T = 1): test accuracy "
+                  f"{u['test_accuracy']:.4f} (the distilled master: {u['distilled_test_accuracy']:.4f})."]
+    if results.get("guardians"):
+        lines += ["", "## Guardians", "", "Every guardian trained for the ablation: validation accuracy (natural vs "
+                  "adversarial, on the validation split's DeepFool set of its master) and its training set.", "",
+                  "| guardian | factor | setting | val. accuracy | training pairs kept |", "|---|---|---|---|---|"]
+        for k, g in results["guardians"].items():
+            t = g.get("train_set") or {}
+            kept = t.get("kept", 0) + sum(v.get("kept", 0) for v in t.values() if isinstance(v, dict))
+            lines.append(f"| {k} | {g['factor']} | {g['setting']} | {g['val_accuracy']:.4f} | {kept:,} |")
     lines += ["", "## Every cell", "",
               "Rates with counts and 95% Wilson intervals; 'revised right': of the inputs the guardian flagged, the "
               "fraction the master labels right after the revision.", "",

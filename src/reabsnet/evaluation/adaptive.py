@@ -77,15 +77,19 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
     joint = JointLogits(defended.master, defended.guardian, defended.threshold).eval()
     joint_meta = digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
+    # the modifier's norm and extra steps enter the digest only where they are not the paper's (older keys hold)
+    departures = (m.norm, m.extra_steps) if (m.norm, m.extra_steps) != ("l2", 0) else ()
     pipeline_meta = digest(master_meta, guardian_meta, extra=("pipeline", m.threshold, m.revise_to, m.overshoot,
-                                                               m.max_iter))
+                                                               m.max_iter, *departures))
     attacked = {  # (who, loss) -> the network the attack differentiates, and its digest
         ("joint", "ce"): (JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval(),
                           digest(joint_meta, extra=("scale", unscale))),
         ("joint", "dlr"): (joint, joint_meta),
         ("bpda", "ce"): (Scaled(defended, unscale).eval(), digest(pipeline_meta, extra=("scale", unscale))),
         ("bpda", "dlr"): (defended, pipeline_meta),
-        ("unrolled", "dlr"): (_variant(defended, backward="unrolled"), digest(pipeline_meta, extra=("unrolled",))),
+        # unrolling replays the paper's modifier only; another modifier is attacked through BPDA and the joint logits
+        ("unrolled", "dlr"): (_variant(defended, backward="unrolled"), digest(pipeline_meta, extra=("unrolled",)))
+        if not departures else None,
         ("master", "ce"): (Scaled(defended.master, unscale).eval(), digest(master_meta, extra=("scale", unscale))),
         ("master", "dlr"): (defended.master, master_meta),
         ("madry", "ce"): (madry, madry_meta),
@@ -119,7 +123,8 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     for norm, eps in bounds:
         name = f"{norm} {eps:g}"
         candidates = dict(run_apgd(who, loss, norm, eps) for who, loss in (
-            ("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr")))
+            ("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr"))
+            if attacked[(who, loss)] is not None)
         if norm == "l2":
             candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")
         per_attack, robust, selective = {}, pipeline_ok.clone(), selective_clean.clone()
@@ -158,7 +163,7 @@ def _variant(net: ReabsNet, master: nn.Module | None = None, backward: str | Non
     """`net` with its modifier settings, another master and/or another backward pass."""
     return ReabsNet(master if master is not None else net.master, net.guardian, threshold=net.threshold,
                     revise_to=net.revise_to, overshoot=net.overshoot, max_iter=net.max_iter, box=net.box,
-                    backward=backward or net.backward).eval()
+                    backward=backward or net.backward, norm=net.norm, extra_steps=net.extra_steps).eval()
 
 
 def _pad(item: tuple[dict, dict], x: torch.Tensor) -> tuple[dict, dict]:

@@ -49,3 +49,46 @@ class TwoPathDetector(nn.Module):
 @register("guardian")
 def guardian(dropout: float = 0.5) -> nn.Module:
     return kaiming_init(TwoPathDetector(num_outputs=2, dropout=dropout))
+
+
+# Two other readings of Figure 3, for the ablation (factor d). Both are checkpoints like any guardian.
+
+@register("guardian-master")
+def guardian_master(dropout: float = 0.5) -> nn.Module:
+    """The master's architecture (Figure 2) as a two-class network: no second path at all."""
+    from reabsnet.models.master import master
+    return master(num_classes=2, dropout=dropout)
+
+
+class TwoStepDetector(nn.Module):
+    """Figure 3's caption read literally: 'Concatenate' joins the features of two steps of one path. The master's
+    convolutional stack, with the features after its first pooling (32x12x12) and after its second (64x4x4) both
+    flattened and concatenated before the master's dense head: a skip path from the earlier, finer step."""
+
+    def __init__(self, num_outputs: int = 2, dropout: float = 0.5):
+        super().__init__()
+        self.step1 = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),                    # 12x12
+        )
+        self.step2 = nn.Sequential(
+            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),                    # 4x4
+        )
+        self.head = nn.Sequential(
+            nn.Linear(32 * 12 * 12 + 64 * 4 * 4, 200), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(200, 200), nn.ReLU(inplace=True),
+            nn.Linear(200, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.step1(x)
+        return self.head(torch.cat([first.flatten(1), self.step2(first).flatten(1)], dim=1))
+
+
+@register("guardian-two-step")
+def guardian_two_step(dropout: float = 0.5) -> nn.Module:
+    return kaiming_init(TwoStepDetector(num_outputs=2, dropout=dropout))

@@ -72,29 +72,58 @@ def two_class_set(adv: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return x, labels, stats
 
 
+def partial_perturbations(adv: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """The DeepFool set with each perturbation scaled by its own a ~ U(0, 1]: x + a * (x_adv - x), so the
+    adversarial class also holds inputs on the way to the boundary, not only just past it (ablation factor c)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = 1.0 - torch.rand(len(adv["x"]), generator=gen)          # (0, 1]
+    x_adv = adv["x"] + a.view(-1, 1, 1, 1) * (adv["x_adv"] - adv["x"])
+    return {**adv, "x_adv": x_adv, "l2": (x_adv - adv["x"]).flatten(1).norm(dim=1)}
+
+
 def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_meta: dict, device: torch.device,
                    home: str | Path | None = None, shipped: Path | None = SHIPPED_MODELS,
-                   name: str = "guardian") -> tuple[nn.Module, dict]:
+                   name: str = "guardian", *, architecture: str = "guardian", data: str = "deepfool",
+                   extra_sets: dict[str, tuple[dict, dict]] | None = None,
+                   data_dir: str = "guardian-data") -> tuple[nn.Module, dict]:
     """Train (or reuse, or take from the `shipped` models; None = never) the guardian (runs/.../<name>.safetensors;
     the ablation names its variants); its DeepFool data shards are built (or reused) only when the guardian itself
-    has to be trained."""
+    has to be trained.
+
+    The ablation's variants (none is the paper's): `architecture`, a registered two-class model; `data`
+    "partial" (`partial_perturbations`); `extra_sets`, attack sets on training images (name -> (arrays, sidecar),
+    as `evaluation.paper.attack_sets` returns them) whose successful examples join the two-class set, each with its
+    natural twin; `data_dir`, where the DeepFool shards live (another master needs its own)."""
     out = run_dir(splits.name, profile.name, home)
     cfg = profile.guardian
-    key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256)
+    extra_sets = extra_sets or {}
+    # a variant's settings enter the key only where they depart from the paper, so the paper guardian's key holds
+    variant = () if (architecture, data, extra_sets) == ("guardian", "deepfool", {}) else (
+        architecture, data, sorted(meta["key"] for _, meta in extra_sets.values()))
+    key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256, *variant)
 
     def build() -> tuple[nn.Module, dict]:
         train_adv = deepfool_split(master, master_meta["sha256"], splits, "train", cfg.train_images, cfg.shard_size,
-                                   out / "guardian-data")
+                                   out / data_dir)
         val_adv = deepfool_split(master, master_meta["sha256"], splits, "val", cfg.val_images, cfg.shard_size,
-                                 out / "guardian-data")
+                                 out / data_dir)
+        if data == "partial":
+            train_adv = partial_perturbations(train_adv, profile.seed + 20)
+            val_adv = partial_perturbations(val_adv, profile.seed + 21)
         x_train, y_train, train_stats = two_class_set(train_adv)
         x_val, y_val, val_stats = two_class_set(val_adv)
+        for set_name, (arrays, _) in extra_sets.items():
+            x_more, y_more, train_stats[set_name] = two_class_set(   # a moved, successful example only
+                {**arrays, "iterations": (arrays["success"].bool() & (arrays["l2"] > 0)).long()})
+            x_train, y_train = torch.cat([x_train, x_more]), torch.cat([y_train, y_more])
         gen = seed_everything(profile.seed + 10)
-        model = place(create_model("guardian"), device)
+        model = place(create_model(architecture), device)
         began = time.perf_counter()
         history = fit(model, (x_train, y_train), (x_val, y_val), cfg.train, loss_fn=cross_entropy_at(1.0),
                       generator=gen, desc="guardian")
         return model, {"profile": profile.name, "seed": profile.seed, "config": dataclasses.asdict(cfg),
+                       **({"variant": {"architecture": architecture, "data": data, "extra_sets": sorted(extra_sets)}}
+                          if variant else {}),
                        "master_sha256": master_meta["sha256"], "data_sha256": splits.sha256,
                        "train_set": train_stats, "val_set": val_stats,
                        "training": {"val_accuracy": history.val_accuracy, "train_loss": history.train_loss,
