@@ -43,6 +43,7 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
     out: dict[str, dict[str, Callable]] = {k: {} for k in settings}
     pgd, df, l2, li = settings["pgd"], settings["deepfool"], settings["cw-l2"], settings["cw-linf"]
     ap = settings.get("apgd", {})
+    sq, at, aa = settings.get("square", {}), settings.get("apgd-t", {}), settings.get("autoattack", {})
     try:
         import foolbox as fb
 
@@ -69,6 +70,7 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
             DeepFool,
             FastGradientMethod,
             ProjectedGradientDescent,
+            SquareAttack,
         )
         from art.estimators.classification import PyTorchClassifier
 
@@ -97,6 +99,10 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
                 clf, norm=np.inf, eps=ap["eps"], eps_step=2 * ap["eps"], max_iter=ap["steps"], nb_random_init=1,
                 batch_size=n, verbose=False,
                 loss_type="difference_logits_ratio" if ap["loss"] == "dlr" else "cross_entropy"))
+        if sq:
+            out["square"]["ART"] = run_art(SquareAttack(clf, norm=np.inf if sq["norm"] == "linf" else 2,
+                                                        eps=sq["eps"], max_iter=sq["queries"], p_init=sq["p_init"],
+                                                        nb_restarts=1, batch_size=n, verbose=False))
     except ImportError:
         pass
     try:
@@ -119,6 +125,16 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
             out["apgd"]["torchattacks"] = run_ta(ta.APGD(shifted, norm={"linf": "Linf", "l2": "L2"}[ap["norm"]],
                                                          eps=ap["eps"], steps=ap["steps"], n_restarts=1,
                                                          loss=ap["loss"], rho=ap["rho"], seed=0))
+        norm = {"linf": "Linf", "l2": "L2"}
+        if sq:
+            out["square"]["torchattacks"] = run_ta(ta.Square(shifted, norm=norm[sq["norm"]], eps=sq["eps"],
+                                                             n_queries=sq["queries"], p_init=sq["p_init"], seed=0))
+        if at:
+            out["apgd-t"]["torchattacks"] = run_ta(ta.APGDT(shifted, norm=norm[at["norm"]], eps=at["eps"],
+                                                            steps=at["steps"], n_restarts=1, n_classes=10, seed=0))
+        if aa:   # torchattacks' standard version also runs FAB-T; ours does not
+            out["autoattack"]["torchattacks"] = run_ta(ta.AutoAttack(shifted, norm=norm[aa["norm"]], eps=aa["eps"],
+                                                                     version="standard", n_classes=10, seed=0))
     except ImportError:
         pass
     return out
@@ -134,7 +150,8 @@ def main() -> None:
     parser.add_argument("--preset", default="quick", help="settings for every library (default: quick)")
     parser.add_argument("--n", type=int, default=500, help="images for FGSM, PGD and DeepFool")
     parser.add_argument("--n-cw", type=int, default=100, help="images for CW-L2 and CW-Linf")
-    parser.add_argument("--attacks", default="fgsm,pgd,deepfool,cw-l2,cw-linf")
+    parser.add_argument("--attacks", default="fgsm,pgd,deepfool,cw-l2,cw-linf",
+                        help="comma-separated; also apgd, apgd-t, square, autoattack")
     parser.add_argument("--libraries", default="reabsnet,foolbox,ART,torchattacks")
     args = parser.parse_args()
 

@@ -93,6 +93,24 @@ def test_attack_cli_writes_a_verified_set_readable_without_pickles(shared_home, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_attack_cli_runs_the_autoattack_ensemble_and_square(shared_home, smoke_master, tmp_path, capsys):
+    from reabsnet.attacks.run import load_set
+
+    model = shared_home / "runs" / "mnist" / "smoke" / "master.safetensors"
+    for attack in ("autoattack", "square"):
+        out = tmp_path / f"{attack}.npz"
+        assert main(["-q", "attack", "--model", str(model), "--attack", attack, "--preset", "smoke", "--n", "10",
+                     "--set", "eps=0.2", "--home", str(shared_home), "--out", str(out)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        arrays, meta = load_set(out)
+        assert summary["n"] == 10 and meta["settings"]["eps"] == 0.2 and "reduced" in meta["preset_note"]
+        assert (arrays["linf"] <= 0.2 + 1e-5).all()
+    # untargeted only: --targeted is refused in one line
+    proc = _cli("attack", "--model", str(model), "--attack", "autoattack", "--targeted", "--preset", "smoke",
+                "--n", "4", "--home", str(shared_home), "--out", str(tmp_path / "t.npz"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "untargeted" in proc.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["--attack", "jsma"], "unknown attack"),
     (["--attack", "fgsm", "--set", "eps=big"], "not a valid float"),

@@ -54,7 +54,8 @@ def test_square_stays_in_the_ball_and_box_and_breaks_a_plain_model(small_model, 
     assert ((res.linf if norm == "linf" else res.l2) <= eps + 1e-4).all()
     with torch.no_grad():
         assert torch.equal(res.success, small_model(res.x_adv).argmax(1) != y)
-    assert res.success.float().mean() > 0.15     # measured: 0.32 (L-inf) / 0.25 (L2) on 100 images; torchattacks 0.23 / 0.22
+    # measured on 100 images: 0.32 (L-inf) / 0.25 (L2); torchattacks' Square at the same budget 0.23 / 0.22
+    assert res.success.float().mean() > 0.15
     assert (res.iterations <= 300).all()
     # a broken example stops costing queries
     assert res.iterations[res.success].float().mean() < 300

@@ -239,7 +239,7 @@ def label(row: dict, prof: dict) -> str:
     if row["setting"] != "profile":
         parts.append(row["setting"])
     if row["preset"].endswith("same images"):
-        parts.append("reference images")
+        parts.append(f"CW preset {prof['eval']['preset']} on the reference sets' images")
     return ", ".join(parts) or "profile"
 
 
