@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
@@ -150,3 +151,12 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
         p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
     ablate(profile, torch.device("cpu"), home=shared_home, command="test")
     assert before == {p: p.stat().st_mtime_ns for p in before}
+    # a run stopped partway reports what it built: with only_built a missing guardian is left out, not trained
+    gone = out / "guardian-s1-arch-master.safetensors"
+    gone.unlink()
+    partial = dataclasses.replace(profile, ablation=dataclasses.replace(profile.ablation, only_built=True))
+    _, results = ablate(partial, torch.device("cpu"), home=shared_home, command="test")
+    assert results["missing_guardians"] == ["seed 1, guardian: master's architecture"] and not gone.exists()
+    assert "s1-arch-master" not in results["adaptive_linf_0.1"]
+    assert {r["reabsnet"]["seeds"] for r in results["summary"] if r["setting"] == "guardian: master's architecture"} \
+        == {1}

@@ -132,6 +132,7 @@ class AblationConfig:
     n_cw_linf_reference: int = 100    # CW-Linf at the reference settings (li_attack.py: 1,000 iterations per c)
     n_adaptive: int = 100             # joint APGD-DLR at L-inf 0.1 against every guardian variant
     n_cw_train: int = 1000            # factor c: CW-L2 and CW-Linf (untargeted) on the first N training images
+    only_built: bool = False          # report the guardians already built, train none (a run stopped partway)
     reference_preset: str = "paper"   # factor a's stronger CW settings (the reference; smoke: "quick", for speed)
 
 

@@ -59,15 +59,17 @@ def _take_shipped(path: Path, key: str, shipped: Path | None) -> bool:
     return True
 
 
-def cached_model(path: Path, key: str, build: Callable[[], tuple[nn.Module, dict]],
-                 device: torch.device, shipped: Path | None = None) -> tuple[nn.Module, dict]:
+def cached_model(path: Path, key: str, build: Callable[[], tuple[nn.Module, dict]] | None,
+                 device: torch.device, shipped: Path | None = None) -> tuple[nn.Module, dict] | None:
     """Load the model at `path` if it verifies and was made with `key`; else take its shipped twin in `shipped`
-    (a folder) if that was made with `key`; otherwise build, save and return it.
+    (a folder) if that was made with `key`; otherwise build, save and return it (with `build` None: return None).
     Either way the model comes back in eval mode on `device`."""
     if is_valid(path, key) or _take_shipped(path, key, shipped):
         log.info("reusing %s", path)
         model, meta = load_model(path)
         return place(model, device).eval(), meta
+    if build is None:
+        return None
     model, meta = build()
     meta = save_model(path, model, {**meta, "key": key})
     return place(model, device).eval(), meta

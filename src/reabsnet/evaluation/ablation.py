@@ -164,6 +164,7 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
 
     m = profile.modifier
     guardians: dict[str, dict] = {}
+    missing: list[str] = []
     for seed in range(profile.seed, profile.seed + cfg.seeds):   # seed by seed, so a short run has every variant
         for v in guardian_variants(profile):
             g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(
@@ -172,10 +173,16 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
             own = (plain, plain_meta) if v.get("undistilled") else (master, master_meta)
             name = "guardian" if (seed, v["factor"]) == (profile.seed, "profile") else \
                 f"ablation/guardian-s{seed}-{v['tag']}"
-            guardian, g_meta = train_guardian(
+            trained = train_guardian(
                 variant, splits, *own, device, home, shipped, name, architecture=v.get("architecture", "guardian"),
                 data=v.get("data", "deepfool"), extra_sets=cw_train if v.get("cw_data") else None,
-                data_dir="ablation/guardian-data-undistilled" if v.get("undistilled") else "guardian-data")
+                data_dir="ablation/guardian-data-undistilled" if v.get("undistilled") else "guardian-data",
+                only_built=cfg.only_built)
+            if trained is None:
+                missing.append(f"seed {seed}, {v['setting']}")
+                log.info("ablation: guardian seed %d, %s not built; left out (only_built)", seed, v["setting"])
+                continue
+            guardian, g_meta = trained
             built[f"guardian seed {seed}, {v['setting']} (training)"] = g_meta["training"]["seconds"]
             guardians[f"s{seed}-{v['tag']}"] = {**v, "seed": seed, "model": guardian, "meta": g_meta,
                                                 "master": own[0], "master_meta": own[1]}
@@ -226,7 +233,7 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                "guardians": {k: {"factor": g["factor"], "setting": g["setting"], "seed": g["seed"],
                                  "val_accuracy": g["meta"]["metrics"]["val_accuracy"],
                                  "train_set": g["meta"].get("train_set")} for k, g in guardians.items()},
-               "adaptive_linf_0.1": adaptive, "paper": PAPER["reabsnet"],
+               "adaptive_linf_0.1": adaptive, "paper": PAPER["reabsnet"], "missing_guardians": missing,
                "summary": summarize(cells, profile), "build_seconds": {k: round(v, 1) for k, v in built.items()},
                "wall_seconds": round(time.perf_counter() - began, 1)}
     return out, results
@@ -239,7 +246,7 @@ def label(row: dict, prof: dict) -> str:
     if row["setting"] != "profile":
         parts.append(row["setting"])
     if row["preset"].endswith("same images"):
-        parts.append(f"CW preset {prof['eval']['preset']} on the reference sets' images")
+        parts.append(f"{prof['eval']['preset']} CW on the reference images")
     return ", ".join(parts) or "profile"
 
 
@@ -305,12 +312,17 @@ def render(results: dict) -> str:
         cells = []
         for a in results["summary_attacks"]:
             s = attacks.get(a, {}).get("reabsnet")
+            fewer = f"; {s['seeds']} seed{'s' * (s['seeds'] > 1)}" if s and s["seeds"] < cfg["seeds"] else ""
             cells.append("n/a" if not s or s["mean"] is None else
-                         f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
+                         f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f}{fewer})")
         factor = next(iter(attacks.values())).get("factor", "")
         lines.append(f"| {factor} | {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
     lines.append("| | paper | - | " + " | ".join(_f(results["paper"].get(a)) for a in results["summary_attacks"])
                  + " |")
+    if results.get("missing_guardians"):
+        lines += ["", "Not built in this run (`ablation.only_built`), so left out of every row above and below: "
+                  + "; ".join(results["missing_guardians"]) + ". Rerunning the command without `only_built` trains "
+                  "them; everything built is reused."]
     lines += ["", "![ablation](ablation.png)", "", "## Factor a: attack strength (the master alone)", "",
               "Each set against the master it attacks (factor f's against the undistilled master; the training-image "
               "sets are factor c's guardian data).", "",

@@ -116,22 +116,25 @@ def revision_histogram(path: Path, natural: torch.Tensor, adversarial: dict[str,
 
 def ablation_bars(path: Path, rows: list[dict], paper: dict) -> None:
     """One panel per attack: ReabsNet's rate for each factor setting (mean over seeds, the bar; min-max, the
-    whisker), the paper's value as a dashed line."""
+    whisker), the paper's value as a dashed line. Horizontal bars, settings top to bottom in the summary's order."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    fig, axes = plt.subplots(1, len(attacks), figsize=(3.4 * len(attacks), 3.8), squeeze=False)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 2.6, 0.22 * len(labels) + 1.4),
+                             squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
-        mine = [r for r in rows if r["attack"] == attack and r["reabsnet"]["mean"] is not None]
-        labels = [r["label"] for r in mine]
-        mean = [r["reabsnet"]["mean"] for r in mine]
+        mine = {r["label"]: r for r in rows if r["attack"] == attack and r["reabsnet"]["mean"] is not None}
+        at = [i for i, name in enumerate(labels) if name in mine]
+        mean = [mine[labels[i]]["reabsnet"]["mean"] for i in at]
         # clamped: a mean of equal rates can land a rounding error outside its own min-max
-        err = [[max(0.0, m - r["reabsnet"]["min"]) for m, r in zip(mean, mine, strict=True)],
-               [max(0.0, r["reabsnet"]["max"] - m) for m, r in zip(mean, mine, strict=True)]]
-        ax.bar(range(len(mine)), mean, yerr=err, color="tab:blue", capsize=3)
-        if paper.get(attack) is not None:
-            ax.axhline(paper[attack], color="black", linestyle="--", label=f"paper {paper[attack]:g}")
-            ax.legend(loc="lower left", fontsize=7)
-        ax.set_xticks(range(len(mine)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.02)
-        ax.set_title(attack, fontsize=9)
-        ax.set_ylabel("ReabsNet: fraction labelled right")
+        err = [[max(0.0, m - mine[labels[i]]["reabsnet"]["min"]) for m, i in zip(mean, at, strict=True)],
+               [max(0.0, mine[labels[i]]["reabsnet"]["max"] - m) for m, i in zip(mean, at, strict=True)]]
+        ax.barh(at, mean, xerr=err, color="tab:blue", capsize=2, height=0.7)
+        if paper.get(attack) is not None:   # dashed: the paper's value, named in the title
+            ax.axvline(paper[attack], color="black", linestyle="--")
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.set_xlim(0, 1.02)
+        ax.set_title(f"{attack} (paper {paper[attack]:g}, dashed)" if paper.get(attack) is not None else attack,
+                     fontsize=8)
+        ax.set_xlabel("ReabsNet: fraction right", fontsize=7)
     _save(fig, path)

@@ -85,7 +85,7 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
                    home: str | Path | None = None, shipped: Path | None = SHIPPED_MODELS,
                    name: str = "guardian", *, architecture: str = "guardian", data: str = "deepfool",
                    extra_sets: dict[str, tuple[dict, dict]] | None = None,
-                   data_dir: str = "guardian-data") -> tuple[nn.Module, dict]:
+                   data_dir: str = "guardian-data", only_built: bool = False) -> tuple[nn.Module, dict] | None:
     """Train (or reuse, or take from the `shipped` models; None = never) the guardian (runs/.../<name>.safetensors;
     the ablation names its variants); its DeepFool data shards are built (or reused) only when the guardian itself
     has to be trained.
@@ -93,7 +93,8 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
     The ablation's variants (none is the paper's): `architecture`, a registered two-class model; `data`
     "partial" (`partial_perturbations`); `extra_sets`, attack sets on training images (name -> (arrays, sidecar),
     as `evaluation.paper.attack_sets` returns them) whose successful examples join the two-class set, each with its
-    natural twin; `data_dir`, where the DeepFool shards live (another master needs its own)."""
+    natural twin; `data_dir`, where the DeepFool shards live (another master needs its own). `only_built`: return
+    None instead of training a guardian that is not built yet."""
     out = run_dir(splits.name, profile.name, home)
     cfg = profile.guardian
     extra_sets = extra_sets or {}
@@ -130,5 +131,5 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
                                     "best_epoch": history.best_epoch, "seconds": time.perf_counter() - began},
                        "metrics": {"val_accuracy": history.best_val_accuracy}}
 
-    return cached_model(out / f"{name}.safetensors", key, build, device,
+    return cached_model(out / f"{name}.safetensors", key, None if only_built else build, device,
                         shipped_dir(splits.name, profile.name, shipped))
