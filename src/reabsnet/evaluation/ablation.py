@@ -54,6 +54,7 @@ CW_KEYS = ("cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t")
 SPECS = {s.key: s for s in ATTACK_SPECS}
 FACTORS = ("profile", "a", "b", "c", "d", "e", "f")   # the summary's order
 UNDISTILLED = "undistilled master"
+UNTRAINED = 0.52  # a guardian below this validation accuracy (chance: 0.5) never learned the task
 
 
 def guardian_variants(profile: Profile) -> list[dict]:
@@ -165,6 +166,7 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
     m = profile.modifier
     guardians: dict[str, dict] = {}
     missing: list[str] = []
+    untrained: list[dict] = []
     for seed in range(profile.seed, profile.seed + cfg.seeds):   # seed by seed, so a short run has every variant
         for v in guardian_variants(profile):
             g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(
@@ -184,6 +186,13 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                 continue
             guardian, g_meta = trained
             built[f"guardian seed {seed}, {v['setting']} (training)"] = g_meta["training"]["seconds"]
+            if g_meta["metrics"]["val_accuracy"] < UNTRAINED:   # a constant predictor is no guardian to revise by
+                untrained.append({"guardian": f"s{seed}-{v['tag']}", "seed": seed, "setting": v["setting"],
+                                  "val_accuracy": g_meta["metrics"]["val_accuracy"],
+                                  "train_loss": g_meta["training"]["train_loss"]})
+                log.info("ablation: guardian seed %d, %s did not train (validation accuracy %.3f); left out", seed,
+                         v["setting"], g_meta["metrics"]["val_accuracy"])
+                continue
             guardians[f"s{seed}-{v['tag']}"] = {**v, "seed": seed, "model": guardian, "meta": g_meta,
                                                 "master": own[0], "master_meta": own[1]}
 
@@ -234,6 +243,7 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                                  "val_accuracy": g["meta"]["metrics"]["val_accuracy"],
                                  "train_set": g["meta"].get("train_set")} for k, g in guardians.items()},
                "adaptive_linf_0.1": adaptive, "paper": PAPER["reabsnet"], "missing_guardians": missing,
+               "untrained_guardians": untrained,
                "summary": summarize(cells, profile), "build_seconds": {k: round(v, 1) for k, v in built.items()},
                "wall_seconds": round(time.perf_counter() - began, 1)}
     return out, results
@@ -319,6 +329,11 @@ def render(results: dict) -> str:
         lines.append(f"| {factor} | {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
     lines.append("| | paper | - | " + " | ".join(_f(results["paper"].get(a)) for a in results["summary_attacks"])
                  + " |")
+    for u in results.get("untrained_guardians", []):
+        lines += ["", f"**Did not train, left out:** guardian seed {u['seed']}, {u['setting']}: validation accuracy "
+                  f"{u['val_accuracy']:.3f} (chance 0.5; training loss by epoch "
+                  f"{', '.join(f'{v:.3f}' for v in u['train_loss'])}; ln 2 = 0.693 is the constant predictor). "
+                  "With the guardian's recipe it collapsed to a constant output; no revision can be measured with it."]
     if results.get("missing_guardians"):
         lines += ["", "Not built in this run (`ablation.only_built`), so left out of every row above and below: "
                   + "; ".join(results["missing_guardians"]) + ". Rerunning the command without `only_built` trains "
