@@ -241,6 +241,8 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                "strength": strength, "strength_train": strength_train, "cells": cells,
                "guardians": {k: {"factor": g["factor"], "setting": g["setting"], "seed": g["seed"],
                                  "val_accuracy": g["meta"]["metrics"]["val_accuracy"],
+                                 "best_epoch": g["meta"]["training"].get("best_epoch"),
+                                 "val_by_epoch": g["meta"]["training"].get("val_accuracy"),
                                  "train_set": g["meta"].get("train_set")} for k, g in guardians.items()},
                "adaptive_linf_0.1": adaptive, "paper": PAPER["reabsnet"], "missing_guardians": missing,
                "untrained_guardians": untrained,
@@ -356,12 +358,17 @@ def render(results: dict) -> str:
                   f"{u['test_accuracy']:.4f} (the distilled master: {u['distilled_test_accuracy']:.4f})."]
     if results.get("guardians"):
         lines += ["", "## Guardians", "", "Every guardian trained for the ablation: validation accuracy (natural vs "
-                  "adversarial, on the validation split's DeepFool set of its master) and its training set.", "",
-                  "| guardian | factor | setting | val. accuracy | training pairs kept |", "|---|---|---|---|---|"]
+                  "adversarial, on the validation split's DeepFool set of its master; the weights of the best epoch "
+                  "are kept) and its training set. A best epoch far before the last one marks a run that collapsed.",
+                  "", "| guardian | factor | setting | val. accuracy | best epoch | val. accuracy by epoch | "
+                  "training pairs |", "|---|---|---|---|---|---|---|"]
         for k, g in results["guardians"].items():
             t = g.get("train_set") or {}
             kept = t.get("kept", 0) + sum(v.get("kept", 0) for v in t.values() if isinstance(v, dict))
-            lines.append(f"| {k} | {g['factor']} | {g['setting']} | {g['val_accuracy']:.4f} | {kept:,} |")
+            by_epoch = ", ".join(f"{v:.3f}" for v in g.get("val_by_epoch") or [])
+            best = "-" if g.get("best_epoch") is None else g["best_epoch"] + 1
+            lines.append(f"| {k} | {g['factor']} | {g['setting']} | {g['val_accuracy']:.4f} | {best} | {by_epoch} | "
+                         f"{kept:,} |")
     lines += ["", "## Every cell", "",
               "Rates with counts and 95% Wilson intervals; 'revised right': of the inputs the guardian flagged, the "
               "fraction the master labels right after the revision.", "",
