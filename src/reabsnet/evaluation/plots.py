@@ -119,7 +119,7 @@ def ablation_bars(path: Path, rows: list[dict], paper: dict) -> None:
     whisker), the paper's value as a dashed line. Horizontal bars, settings top to bottom in the summary's order."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 2.6, 0.22 * len(labels) + 1.4),
+    fig, axes = plt.subplots(1, len(attacks), figsize=(2.6 * len(attacks) + 3.4, 0.22 * len(labels) + 1.4),
                              squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
         mine = {r["label"]: r for r in rows if r["attack"] == attack and r["reabsnet"]["mean"] is not None}
