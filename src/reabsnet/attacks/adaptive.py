@@ -133,9 +133,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
         best, iterations, _ = _apgd(model, x, y, None, eps=eps, norm=norm, loss=loss, steps=steps,
                                     restarts=restarts, reject=reject, rho=rho, momentum=momentum, seed=seed, box=box,
                                     trace=trace)
-        result = finish(model, x, best, y, None, iterations, box)
-    if reject is not None:
-        result.success &= result.label != reject
+        result = finish(model, x, best, y, None, iterations, box, reject=reject)
     return result
 
 
@@ -170,9 +168,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
             keep = hit | (rank == 0)      # the broken ones, and the first run's highest-loss points
             best[idx[keep]] = found[keep]
             broken[idx[hit]] = True
-        result = finish(model, x, best, y, None, iterations, box)
-    if reject is not None:
-        result.success &= result.label != reject
+        result = finish(model, x, best, y, None, iterations, box, reject=reject)
     return result
 
 

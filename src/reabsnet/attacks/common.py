@@ -110,14 +110,19 @@ def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
 
 @torch.no_grad()
 def finish(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-           iterations: torch.Tensor, box: Box = BOX, batch_size: int = 2000) -> AttackResult:
-    """Clip `x_adv` to the box, classify it, and measure distances: the one judge of every attack."""
+           iterations: torch.Tensor, box: Box = BOX, batch_size: int = 2000,
+           reject: int | None = None) -> AttackResult:
+    """Clip `x_adv` to the box, classify it, and measure distances: the one judge of every attack. `reject`: a
+    class that is never a success (JointLogits' "rejected")."""
     x_adv = x_adv.detach().clamp(*box)
     label = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x_adv), batch_size)]) \
         if len(x_adv) else y.clone()
     l2, linf = norms(x_adv - x)
-    return AttackResult(x_adv=x_adv, success=is_adversarial(label, y, target), l2=l2, linf=linf,
-                        iterations=iterations.to(y.device), label=label)
+    success = is_adversarial(label, y, target)
+    if reject is not None:
+        success &= label != reject
+    return AttackResult(x_adv=x_adv, success=success, l2=l2, linf=linf, iterations=iterations.to(y.device),
+                        label=label)
 
 
 def random_targets(y: torch.Tensor, num_classes: int = 10, seed: int = 0) -> torch.Tensor:

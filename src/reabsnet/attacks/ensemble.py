@@ -52,9 +52,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: to
         if record is not None:
             record[name] = float(standing.float().mean()) if len(x) else None
     with frozen(model):
-        result = finish(model, x, best, y, None, iterations, box)
-    if reject is not None:
-        result.success &= result.label != reject
+        result = finish(model, x, best, y, None, iterations, box, reject=reject)
     return result
 
 

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
+from reabsnet.attacks.adaptive import _correct_mask
 from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, margin, validated
 from reabsnet.checks import SettingError
 
@@ -35,8 +36,7 @@ def outcome_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor |
     the reject class minus the best other class (so "rejected" counts as the defense's win)."""
     if reject is None:
         return margin(logits, y, target)
-    correct = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, y[:, None], True)
-    correct[:, reject] = True
+    correct = _correct_mask(logits, y, reject)
     return logits.masked_fill(~correct, float("-inf")).amax(1) - logits.masked_fill(correct, float("-inf")).amax(1)
 
 
@@ -126,9 +126,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
             used[idx] += 1
     finally:
         model.train(was_training)
-    result = finish(model, x, best, y, target, used, box)
-    if reject is not None:
-        result.success &= result.label != reject
+    result = finish(model, x, best, y, target, used, box, reject=reject)
     return result
 
 
