@@ -6,13 +6,10 @@ The test installs foolbox into the running environment if it is missing (it need
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from peer_install import import_or_install
 from reabsnet.attacks import carlini_wagner_l2, deepfool
 
 pytestmark = pytest.mark.peers
@@ -20,11 +17,7 @@ pytestmark = pytest.mark.peers
 
 @pytest.fixture(scope="module")
 def fb():
-    try:
-        return importlib.import_module("foolbox")
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "foolbox"], check=True)
-        return importlib.import_module("foolbox")
+    return import_or_install("foolbox", ["foolbox"])
 
 
 @pytest.fixture(scope="module")

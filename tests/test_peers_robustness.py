@@ -8,14 +8,11 @@ The test installs torchattacks (--no-deps; it imports scipy) into the running en
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn as nn
 
+from peer_install import import_or_install
 from reabsnet.attacks import robust_accuracy, square
 from reabsnet.models import load_model
 from reabsnet.stages import SHIPPED_MODELS
@@ -25,12 +22,7 @@ pytestmark = pytest.mark.peers
 
 @pytest.fixture(scope="module")
 def ta():
-    try:
-        return importlib.import_module("torchattacks")
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "scipy"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "torchattacks"], check=True)
-        return importlib.import_module("torchattacks")
+    return import_or_install("torchattacks", ["scipy"], ["--no-deps", "torchattacks"])
 
 
 class FromUnit(nn.Module):
