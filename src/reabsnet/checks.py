@@ -119,6 +119,10 @@ RULES: dict[str, Rule] = {
     "adaptive.n": (at_least_one, "a whole number >= 1"),
     "ablation.seeds": (at_least_one, "a whole number >= 1"),
     "n_cw_train": (at_least_one, "a whole number >= 1"),
+    "harden_eps": (positive, "a positive number"),
+    "harden_steps": (at_least_one, "a whole number >= 1"),
+    "harden_val_images": (at_least_one, "a whole number >= 1"),
+    "max_clean_rejection": (closed_unit, "a number between 0 and 1"),
     "dataset": (one_of("mnist", "fashion-mnist"), "mnist or fashion-mnist"),
 }
 

@@ -113,9 +113,20 @@ class AdaptiveConfig:
 
     n: int = 1000
     steps: int = 100                 # APGD steps (auto-attack's default)
-    restarts: int = 2                # APGD restarts, each on the images no earlier one broke
+    restarts: int = 3                # APGD restarts, each on the images no earlier one broke
+    targets: int = 9                 # APGD-T's target classes (auto-attack's standard: the 9 top other classes)
+    queries: int = 5000              # Square's query budget per image (auto-attack's standard)
     n_cw: int = 200                  # joint CW-L2 (the slowest attack) on the first N of those images only
-    harden_n: int = 300              # hardening attempts (at L-inf 0.3) on the first N test images; 0 = skip
+    harden_n: int = 1000             # hardening attempts (at each L-inf bound) on the first N test images; 0 = skip
+    # the adversarially trained guardian (reabsnet.train.hardened): fine-tuned from the paper guardian on joint
+    # L-inf PGD against the Madry-style master, selected by the reject policy's validation score
+    harden_guardian: bool = True
+    harden_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=128, lr=0.005,
+                                                                          train_size=10000))
+    harden_eps: float = 0.3
+    harden_steps: int = 10
+    harden_val_images: int = 500
+    max_clean_rejection: float = 0.01   # the budget: at most 1% of clean images rejected
     enabled: bool = True
 
 
@@ -166,7 +177,9 @@ PROFILES: dict[str, Profile] = {
                                 eval_restarts=1,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=3000)),
-        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, n_cw=10, harden_n=10),
+        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, targets=3, queries=100, n_cw=10, harden_n=10,
+                                harden_train=TrainConfig(epochs=1, batch_size=64, lr=0.005, train_size=256),
+                                harden_steps=3, harden_val_images=50),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
                                 n_cw_linf_reference=10, n_adaptive=10, n_cw_train=20,
                                 reference_preset="quick"),
@@ -180,7 +193,7 @@ PROFILES: dict[str, Profile] = {
         baseline=BaselineConfig(method="short-pgd", val_images=500, val_steps=10, eval_images=300, eval_restarts=1,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=20000)),
-        adaptive=AdaptiveConfig(n=100, steps=30, restarts=1, n_cw=30, harden_n=0),
+        adaptive=AdaptiveConfig(n=100, steps=30, restarts=1, targets=9, queries=1000, n_cw=30, harden_n=0),
     ),
     "paper": Profile(
         name="paper",

@@ -26,6 +26,7 @@ from reabsnet.profiles import Profile
 from reabsnet.stages import SHIPPED_MODELS, run_dir
 from reabsnet.train import train_madry, train_master
 from reabsnet.train.guardian import train_guardian
+from reabsnet.train.hardened import train_hardened_guardian
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,15 @@ def build_seconds(out: Path) -> dict[str, float]:
         return round(float(meta), 1) if isinstance(meta, (int, float)) else 0.0
 
     built = {f"{name} training": seconds(out / f"{name}.json", "training", "seconds")
-             for name in ("init", "teacher", "master", "guardian", "madry") if (out / f"{name}.json").exists()}
+             for name in ("init", "teacher", "master", "guardian", "madry", "guardian-hardened")
+             if (out / f"{name}.json").exists()}
     shards = sorted((out / "guardian-data").glob("*.json"))
     if shards:   # none when the guardian was shipped
         built["DeepFool guardian data (all shards)"] = round(sum(seconds(p, "seconds") for p in shards), 1)
     if (out / "madry.json").exists():
         built["madry evaluation (PGD-40, PGD-100)"] = seconds(out / "madry.json", "metrics", "seconds")
     for sub in ("attacks", "attacks-madry", "attacks-pgd", "attacks-madry-pgd", "adaptive", "adaptive-harden-paper",
-                "adaptive-harden-madry-master"):
+                "adaptive-harden-madry-master", "adaptive-harden-guardian", "adaptive-harden-baseline"):
         for p in sorted((out / sub).glob("*.json")):
             built[f"attack set {sub}/{p.stem}"] = seconds(p, "seconds")
     return built
@@ -116,8 +118,12 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
                                                                            strict=True)))
         if profile.adaptive.harden_n:
+            hardened = timed("hardened guardian", lambda: train_hardened_guardian(
+                profile, splits, madry, madry_meta, guardian, guardian_meta, device, home)
+                ) if profile.adaptive.harden_guardian else None
             adaptive["hardening"] = timed("hardening attempts", lambda: hardening(
-                profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))
+                profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds,
+                hardened=hardened))
         results["adaptive"] = adaptive
     titles = {s.key: s.title for s in ATTACK_SPECS}
     timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))

@@ -5,17 +5,21 @@ Threat models
 - white-box adaptive (here): any input within an L-inf bound (0.1, 0.2, 0.3) or an L2 bound (1.5, 2.0) of a test
   image; the attacker wins when the pipeline's final label is wrong.
 
-Per bound, every attack below runs (with restarts) and an image counts as robust only if the pipeline labels it
-correctly under all of them (the worst case per example):
+Per bound, every attack below runs and an image counts as robust only if the pipeline labels it correctly under
+all of them (the worst case per example):
 - joint APGD-CE and APGD-DLR on `JointLogits` (evade the guardian and fool the master at once);
 - BPDA APGD-CE and APGD-DLR on the whole pipeline (the modifier as identity on the backward pass), and APGD-DLR
   through the modifier's DeepFool steps unrolled (exact gradients, `ReabsNet(backward="unrolled")`);
 - under L2 also joint CW-L2, targeted at a random class (Carlini & Wagner 2017's attack on detectors), masked by
-  the bound; it is the slowest, so it runs on the first `n_cw` images only.
-The master alone and the Madry-style baseline face APGD-CE and APGD-DLR (for an undefended network the joint and
-BPDA attacks are plain APGD).
+  the bound; it is the slowest, so it runs on the first `n_cw` images only;
+- then, as in the AutoAttack protocol, each only on the images every earlier attack left standing: joint APGD-T
+  (targeted DLR toward the top other classes), Square on the joint score (gradient-free; negative exactly when the
+  label is wrong and the guardian does not flag) and Square on the pipeline's output (the modifier included).
+The master alone and the Madry-style baseline face AutoAttack's standard ensemble (APGD-CE, then APGD-T and Square
+on the survivors; FAB-T is not implemented) and APGD-DLR on all images; both numbers are reported.
 Also reported: the selective-classification view (reject flagged inputs instead of revising them: an outcome is
-acceptable when the input is rejected or classified correctly), and Carlini et al. (2019)'s sanity checks.
+acceptable when the input is rejected or classified correctly), and Carlini et al. (2019)'s sanity checks, among
+them how many images Square broke that every gradient attack left standing (gradient masking, where not zero).
 """
 
 from __future__ import annotations
@@ -50,6 +54,24 @@ def apgd_spec(prefix: str, norm: str, eps: float, loss: str, cfg, reject: int | 
                       "apgd", False, settings)
 
 
+def survivor_spec(prefix: str, attack: str, norm: str, eps: float, cfg, reject: int | None) -> AttackSpec:
+    """APGD-T, Square or the tuned attack's long APGD-DLR, run on the images earlier attacks left standing."""
+    budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": cfg.queries},
+              "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1}}[attack]
+    settings = {"eps": eps, "norm": norm, **budget}
+    if reject is not None:
+        settings["reject"] = reject
+    title = {"apgd-t": "APGD-T", "square": "Square", "apgd": f"APGD-DLR x{TUNED_STEPS} steps"}[attack]
+    return AttackSpec(f"{prefix}-{attack}-{norm}-{eps:.2f}", f"{prefix} {title} {norm} {eps:g}", attack, False,
+                      settings)
+
+
+# the survivor attacks in their order; the tuned one (against a hardened guardian) only where asked for
+SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "square"), ("pipeline", "square"))
+TUNED_STEPS = 5          # the tuned attack's steps, times the profile's APGD steps
+TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
+
+
 def threats() -> list[tuple[str, float]]:
     return [("linf", e) for e in LINF_BOUNDS] + [("l2", e) for e in L2_BOUNDS]
 
@@ -62,10 +84,14 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                         guardian_meta: dict, madry: nn.Module, madry_meta: dict, out: Path, timings: dict, *,
                         bounds: list[tuple[str, float]] | None = None, n: int | None = None,
                         subdir: str = "adaptive", baselines: tuple[str, ...] = ("master", "madry"),
-                        sanity: bool = True) -> dict:
+                        sanity: bool = True, tuned: bool = False, baseline_subdir: str | None = None) -> dict:
     """Run (or reuse) every adaptive attack set and return the robust accuracies, per-attack rates, the selective
     view and the sanity checks, on the first `n` (default `profile.adaptive.n`) test images, at `bounds` (default
-    all of LINF_BOUNDS and L2_BOUNDS); sets are stored under out/<subdir>/."""
+    all of LINF_BOUNDS and L2_BOUNDS); sets are stored under out/<subdir>/.
+
+    `tuned` adds an attack tuned to a guardian trained against joint PGD: joint APGD-DLR with TUNED_STEPS times the
+    steps, aiming under the guardian threshold TUNED_THRESHOLD (a point found there stays unflagged when the
+    guardian's score moves a little), on the images every earlier attack left standing."""
     cfg = profile.adaptive
     n = n or cfg.n
     bounds = bounds or threats()
@@ -94,15 +120,38 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         ("master", "dlr"): (defended.master, master_meta),
         ("madry", "ce"): (madry, madry_meta),
         ("madry", "dlr"): (madry, madry_meta),
+        # survivor attacks: APGD-T's DLR and Square's margin are scale-free, so the unscaled networks
+        ("joint", "apgd-t"): (joint, joint_meta),
+        ("joint", "square"): (joint, joint_meta),
+        ("pipeline", "square"): (defended, pipeline_meta),
+        ("tuned", "apgd"): (JointLogits(defended.master, defended.guardian, TUNED_THRESHOLD).eval(),
+                            digest(master_meta, guardian_meta, extra=("joint", TUNED_THRESHOLD))) if tuned else None,
     }
+    for who in ("master", "madry"):
+        for attack in ("apgd-t", "square"):
+            attacked[(who, attack)] = attacked[(who, "dlr")]
 
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
         model, meta = attacked[(who, loss)]
         spec = apgd_spec(who, norm, eps, loss, cfg, REJECT if who == "joint" else None)
-        return spec.key, run(model, meta, [spec])[spec.key]
+        return spec.key, run(model, meta, [spec], where=who)[spec.key]
 
-    def run(model, meta, specs):
-        return attack_sets(profile, splits, model, meta, out, timings, specs=specs, subdir=subdir, n=n)
+    def run(model, meta, specs, indices=None, where: str = ""):
+        # the baselines' sets do not depend on the defense: configurations can share them (baseline_subdir)
+        folder = (baseline_subdir or subdir) if where in ("master", "madry") else subdir
+        return attack_sets(profile, splits, model, meta, out, timings, specs=specs, subdir=folder, n=n,
+                           indices=indices)
+
+    def on_standing(who: str, attack: str, norm: str, eps: float, standing: torch.Tensor
+                    ) -> tuple[str, torch.Tensor, int]:
+        """The attack on the standing images only; the others keep their clean input (they are already lost)."""
+        model, meta = attacked[(who, attack)]
+        spec = survivor_spec(who, attack, norm, eps, cfg, REJECT if who in ("joint", "tuned") else None)
+        idx = standing.nonzero().squeeze(1)
+        x_adv = x.clone()
+        if len(idx):
+            x_adv[idx] = run(model, meta, [spec], indices=idx, where=who)[spec.key][0]["x_adv"]
+        return spec.key, x_adv, len(idx)
 
     clean = defended.predict_batches(x)
     pipeline_ok = clean.label == y
@@ -111,9 +160,10 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     # reject policy: acceptable when flagged, else the pipeline's label, which is the master's on the input as is
     selective_clean = clean.flagged | pipeline_ok
 
-    results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "bounds": {}, "clean": {
-        "reabsnet": rate(pipeline_ok), "master": rate(master_alone_clean), "madry": rate(madry_clean),
-        "selective_correct_or_rejected": rate(selective_clean), "selective_rejected": rate(clean.flagged)}}
+    results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "targets": cfg.targets,
+               "queries": cfg.queries, "bounds": {}, "clean": {
+                   "reabsnet": rate(pipeline_ok), "master": rate(master_alone_clean), "madry": rate(madry_clean),
+                   "selective_correct_or_rejected": rate(selective_clean), "selective_rejected": rate(clean.flagged)}}
 
     cw_spec = AttackSpec("joint-cw-l2-t", "joint CW-L2 targeted", "cw-l2", True, None)
     cw_raw = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[cw_spec], subdir=subdir,
@@ -136,19 +186,48 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                                "flagged": rate(pred.flagged)}
             robust &= correct
             selective &= ok
-        robust_baseline = {}
+        # AutoAttack's order: the targeted and gradient-free attacks only where everything before left the image
+        # standing; joint attacks also serve the reject policy, so they attack what either view still holds
+        square_broke = {"reabsnet": 0, "selective": 0}
+        for who, attack in SURVIVOR_ATTACKS:
+            if attacked[(who, attack)] is None:
+                continue
+            standing = robust if who == "pipeline" else (robust | selective)
+            key, x_adv, k = on_standing(who, attack, norm, eps, standing)
+            pred = defended.predict_batches(x_adv)
+            correct = pred.label == y
+            ok = pred.flagged | correct
+            broke = {"reabsnet": int((robust & ~correct).sum()), "selective": int((selective & ~ok).sum())}
+            per_attack[key] = {"attacked": k, "broke": broke,
+                               "flagged": rate(pred.flagged[standing]) if k else None}
+            if attack == "square":
+                square_broke = {v: square_broke[v] + broke[v] for v in broke}
+            robust &= correct
+            selective &= ok
+        robust_baseline, baseline_square = {}, {}
         for who, clean_ok in (("master", master_alone_clean), ("madry", madry_clean)):
             if who not in baselines:
                 continue
-            ok = clean_ok.clone()
+            fooled = {}
             for loss in ("ce", "dlr"):
                 key, (arrays, _) = run_apgd(who, loss, norm, eps)
-                fooled = arrays["label"] != y
-                per_attack[key] = {who: rate(clean_ok & ~fooled)}
-                ok &= ~fooled
-            robust_baseline[who] = rate(ok)
+                fooled[loss] = arrays["label"] != y
+                per_attack[key] = {who: rate(clean_ok & ~fooled[loss])}
+            # the standard ensemble: APGD-CE, then APGD-T and Square on what it left standing
+            standard = clean_ok & ~fooled["ce"]
+            model = attacked[(who, "dlr")][0]
+            for attack in ("apgd-t", "square"):
+                key, x_adv, k = on_standing(who, attack, norm, eps, standard)
+                broke = standard & (predict_logits(model, x_adv).argmax(1) != y)
+                per_attack[key] = {"attacked": k, "broke": {who: int(broke.sum())}}
+                if attack == "square":
+                    baseline_square[who] = int((broke & ~fooled["dlr"]).sum())
+                standard &= ~broke
+            robust_baseline[who] = rate(standard & ~fooled["dlr"])
+            robust_baseline[f"{who}_autoattack"] = rate(standard)
         results["bounds"][name] = {"norm": norm, "eps": eps, "reabsnet": rate(robust), "selective": rate(selective),
-                                   **robust_baseline, "per_attack": per_attack}
+                                   **robust_baseline, "per_attack": per_attack,
+                                   "square_beyond_gradient": {**square_broke, **baseline_square}}
         log.info("adaptive %s: ReabsNet %.3f, reject policy %.3f%s", name, results["bounds"][name]["reabsnet"]["rate"],
                  results["bounds"][name]["selective"]["rate"],
                  "".join(f", {k} {v['rate']:.3f}" for k, v in robust_baseline.items()))
@@ -159,9 +238,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     return results
 
 
-def _variant(net: ReabsNet, master: nn.Module | None = None, backward: str | None = None) -> ReabsNet:
-    """`net` with its modifier settings, another master and/or another backward pass."""
-    return ReabsNet(master if master is not None else net.master, net.guardian, threshold=net.threshold,
+def _variant(net: ReabsNet, master: nn.Module | None = None, backward: str | None = None,
+             guardian: nn.Module | None = None) -> ReabsNet:
+    """`net` with its modifier settings, another master, guardian and/or backward pass."""
+    return ReabsNet(master if master is not None else net.master,
+                    guardian if guardian is not None else net.guardian, threshold=net.threshold,
                     revise_to=net.revise_to, overshoot=net.overshoot, max_iter=net.max_iter, box=net.box,
                     backward=backward or net.backward, norm=net.norm, extra_steps=net.extra_steps).eval()
 
@@ -243,23 +324,49 @@ def transfer_check(results: dict, oblivious_pgd: dict) -> dict:
 
 
 def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta: dict, guardian_meta: dict,
-              madry: nn.Module, madry_meta: dict, out: Path, timings: dict) -> dict:
-    """Configurations tried against the same adaptive attacks at L-inf 0.3, on the first `harden_n` test images,
-    beside the Madry-style baseline on those images: the paper's ReabsNet, and ReabsNet with the adversarially
-    trained baseline as its master (the guardian and modifier unchanged). Each also under the reject policy."""
+              madry: nn.Module, madry_meta: dict, out: Path, timings: dict,
+              hardened: tuple[nn.Module, dict] | None = None) -> dict:
+    """Configurations tried against the same adaptive attacks at every L-inf bound, on the first `harden_n` test
+    images, beside the Madry-style baseline on those images: the paper's ReabsNet; ReabsNet with the adversarially
+    trained baseline as its master (the guardian and modifier unchanged); and, when `hardened` (a guardian trained
+    against joint PGD on that master) is given, that master with that guardian, also facing the tuned attack.
+    Each also under the reject policy."""
     n = profile.adaptive.harden_n
-    bound = [("linf", 0.3)]
-    configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, "adaptive-harden-paper"),
-               "ReabsNet with the Madry-style master": (_variant(defended, master=madry), madry_meta,
-                                                        "adaptive-harden-madry-master")}
+    bounds = [("linf", e) for e in LINF_BOUNDS]
+    configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, guardian_meta,
+                                                            "adaptive-harden-paper", False),
+               "ReabsNet with the Madry-style master": (_variant(defended, master=madry), madry_meta, guardian_meta,
+                                                        "adaptive-harden-madry-master", False)}
+    if hardened is not None:
+        guardian, meta = hardened
+        configs["Madry-style master, adversarially trained guardian"] = (
+            _variant(defended, master=madry, guardian=guardian), madry_meta, meta, "adaptive-harden-guardian", True)
     rows = {}
-    for name, (net, meta, subdir) in configs.items():
-        r = adaptive_evaluation(profile, splits, net, meta, guardian_meta, madry, madry_meta, out, timings,
-                                bounds=bound, n=n, subdir=subdir, baselines=("madry",), sanity=False)
-        b = r["bounds"]["linf 0.3"]
-        rows[name] = {"clean": r["clean"]["reabsnet"], "robust": b["reabsnet"],
+    for name, (net, m_meta, g_meta, subdir, tuned) in configs.items():
+        r = adaptive_evaluation(profile, splits, net, m_meta, g_meta, madry, madry_meta, out, timings,
+                                bounds=bounds, n=n, subdir=subdir, baselines=("madry",), sanity=False, tuned=tuned,
+                                baseline_subdir="adaptive-harden-baseline")
+        rows[name] = {"clean": r["clean"]["reabsnet"],
                       "reject_policy_clean": r["clean"]["selective_correct_or_rejected"],
                       "reject_policy_rejects_clean": r["clean"]["selective_rejected"],
-                      "reject_policy_robust": b["selective"], "madry_clean": r["clean"]["madry"],
-                      "madry_robust": b["madry"]}
-    return {"n": n, "bound": "linf 0.3", "configs": rows}
+                      "madry_clean": r["clean"]["madry"], "tuned": tuned,
+                      "bounds": {b: {"robust": v["reabsnet"], "reject_policy_robust": v["selective"],
+                                     "madry_robust": v["madry"], "madry_autoattack": v["madry_autoattack"],
+                                     "square_beyond_gradient": v["square_beyond_gradient"],
+                                     "per_attack": v["per_attack"]}
+                                 for b, v in r["bounds"].items()}}
+    return {"n": n, "bounds": [f"linf {e:g}" for e in LINF_BOUNDS], "configs": rows,
+            "max_clean_rejection": profile.adaptive.max_clean_rejection, "lead": _lead(rows, profile)}
+
+
+def _lead(rows: dict, profile: Profile, margin: float = 0.03) -> dict:
+    """The issue's bar at L-inf 0.3: a configuration's reject-policy rate at least `margin` above the baseline's
+    robust accuracy, with at most max_clean_rejection of clean images rejected."""
+    verdicts = {}
+    for name, row in rows.items():
+        b = row["bounds"]["linf 0.3"]
+        gap = b["reject_policy_robust"]["rate"] - b["madry_robust"]["rate"]
+        rejects = row["reject_policy_rejects_clean"]["rate"]
+        verdicts[name] = {"gap": gap, "clean_rejected": rejects,
+                          "beats": gap >= margin and rejects <= profile.adaptive.max_clean_rejection}
+    return {"margin": margin, "verdicts": verdicts, "any": any(v["beats"] for v in verdicts.values())}

@@ -63,10 +63,13 @@ def set_size(profile: Profile, spec: AttackSpec, baseline: bool = False) -> int:
 
 def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
                 timings: dict, specs: list[AttackSpec] = ATTACK_SPECS, subdir: str = "attacks", n: int | None = None,
-                baseline: bool = False, split: str = "test") -> dict[str, tuple[dict, dict]]:
+                baseline: bool = False, split: str = "test", indices: torch.Tensor | None = None
+                ) -> dict[str, tuple[dict, dict]]:
     """Build (or reuse) each attack set against `model` (the master, unless the caller says otherwise) on the
     first images of `split` (test), under out/<subdir>/; key -> (arrays, sidecar). `n` overrides the profile's set
-    sizes; `baseline` picks the baseline's CW-L2 size."""
+    sizes; `baseline` picks the baseline's CW-L2 size. `indices` (positions among those first images) attacks only
+    them, e.g. the ones earlier attacks left standing; the set then holds just those, in that order."""
+    picked = indices.tolist() if indices is not None else None
     x_test, y_test = splits.split(split)
     sets = {}
     for spec in specs:
@@ -76,10 +79,13 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
         note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
         path = out / subdir / f"{spec.key}.npz"
         key = stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
-                        splits.sha256, *(() if split == "test" else (split,)))
+                        splits.sha256, *(() if split == "test" else (split,)),
+                        *(() if picked is None else (picked,)))
         if not is_valid(path, key):
             began = time.perf_counter()
             x, y = x_test[:size], y_test[:size]
+            if picked is not None:
+                x, y = x[picked], y[picked]
             target = random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None
             result = run_attack(get_attack(spec.attack), model, x, y, target=target, settings=settings,
                                 desc=f"{spec.title} ({subdir})")
@@ -87,7 +93,8 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
             save_set(path, x, y, target, result, {
                 "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
                 "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
-                "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split})
+                "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
+                **({} if picked is None else {"indices": picked})})
             timings[f"attack {subdir}/{spec.key}"] = seconds
         sets[spec.key] = load_set(path)
     return sets
