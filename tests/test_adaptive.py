@@ -128,3 +128,35 @@ def test_apgd_trace_shows_the_loss_going_up(small_model, batch):
     apgd(small_model, x, y, eps=0.1, loss="ce", steps=20, trace=trace)
     assert len(trace) >= 1 and trace[-1] > 0
     assert all(b >= a - 1e-6 for a, b in zip(trace, trace[1:], strict=False))   # best-so-far gains never fall
+
+
+def test_joint_pgd_stays_in_the_ball_and_its_examples_teach_a_guardian_to_flag_them(small_model, batch):
+    from reabsnet.models import create_model
+    from reabsnet.train.hardened import joint_pgd, validation_score
+
+    x, y = batch
+    x, y = x[:32], y[:32]
+    torch.manual_seed(0)
+    guardian = create_model("guardian").eval()
+    gen = torch.Generator().manual_seed(0)
+    x_adv = joint_pgd(small_model, guardian, x, y, eps=0.3, steps=5, threshold=0.5, gen=gen)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= -0.5 and x_adv.max() <= 0.5
+    assert all(p.grad is None for p in guardian.parameters())       # input gradients only
+    # against the master alone the joint attack fools it (an untrained guardian flags nothing, or everything)
+    before = validation_score(small_model, guardian, x, y, eps=0.3, steps=10, threshold=0.5, seed=1)
+    assert set(before) == {"clean_rejected", "clean_correct", "correct_or_rejected", "images"}
+    # a few steps of the hardening loss (natural vs joint PGD) make the guardian reject the attacked inputs
+    opt = torch.optim.Adam(guardian.parameters(), lr=1e-3)
+    for _ in range(15):
+        guardian.eval()
+        x_adv = joint_pgd(small_model, guardian, x, y, eps=0.3, steps=3, threshold=0.5, gen=gen)
+        guardian.train()
+        logits = guardian(torch.cat([x, x_adv]))
+        loss = nn.functional.cross_entropy(logits, torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    guardian.eval()
+    after = validation_score(small_model, guardian, x, y, eps=0.3, steps=10, threshold=0.5, seed=1)
+    assert after["correct_or_rejected"] > before["correct_or_rejected"] + 0.3
+    assert after["clean_rejected"] <= 0.1

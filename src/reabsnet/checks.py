@@ -54,6 +54,14 @@ def above_one(v: Any) -> bool:
     return _number(v) and v > 1
 
 
+def _bounds(text: str) -> bool:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        return False
+    return bool(values) and all(math.isfinite(v) and 0 < v <= 1 for v in values)
+
+
 def one_of(*choices: Any) -> Callable[[Any], bool]:
     return lambda v: v in choices
 
@@ -82,6 +90,7 @@ RULES: dict[str, Rule] = {
     "binary_search_steps": (at_least_one, "a whole number >= 1"),
     "candidates": (at_least_one, "a whole number >= 1"),
     "queries": (at_least_one, "a whole number >= 1"),
+    "pipeline_queries": (at_least_one, "a whole number >= 1"),
     "targets": (at_least_one, "a whole number >= 1"),
     "p_init": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
                "a number in (0, 1]"),
@@ -120,6 +129,7 @@ RULES: dict[str, Rule] = {
     "ablation.seeds": (at_least_one, "a whole number >= 1"),
     "n_cw_train": (at_least_one, "a whole number >= 1"),
     "harden_eps": (positive, "a positive number"),
+    "harden_bounds": (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]"),
     "harden_steps": (at_least_one, "a whole number >= 1"),
     "harden_val_images": (at_least_one, "a whole number >= 1"),
     "max_clean_rejection": (closed_unit, "a number between 0 and 1"),

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ablate)
     ablate.set_defaults(run=cmd_ablate)
 
+    harden = sub.add_parser("harden", help="the hardening attempts alone: ReabsNet with the Madry-style master and "
+                                           "an adversarially trained guardian against the full adaptive suite")
+    _profile_args(harden)
+    harden.add_argument("--copy-to", metavar="DIR", help="also copy HARDENING.md and hardening.json to DIR")
+    _common(harden)
+    harden.set_defaults(run=cmd_harden)
+
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
     classify.add_argument("inputs", nargs="+", metavar="FILE",
                           help="PNG/JPEG images, .npy/.npz batches, or directories of them")
@@ -206,6 +213,19 @@ def cmd_ablate(args) -> None:
     write(out, results)
     out = _copy_out(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
     print(f"ablation: {out / 'ABLATION.md'}")
+
+
+def cmd_harden(args) -> None:
+    from reabsnet.reproduce import harden
+    from reabsnet.runtime import resolve_device
+
+    profile = _profile(args)
+    if not profile.adaptive.harden_n:
+        raise ReabsnetError("adaptive.harden_n is 0: nothing to harden (set it to the number of test images)")
+    out, _ = harden(profile, resolve_device(args.device), home=args.home, command=_command_line("reabsnet harden"),
+                    shipped=_shipped(args))
+    out = _copy_out(out, ("HARDENING.md", "hardening.json"), args.copy_to)
+    print(f"hardening: {out / 'HARDENING.md'}")
 
 
 def cmd_classify(args) -> int:

@@ -116,8 +116,10 @@ class AdaptiveConfig:
     restarts: int = 3                # APGD restarts, each on the images no earlier one broke
     targets: int = 9                 # APGD-T's target classes (auto-attack's standard: the 9 top other classes)
     queries: int = 5000              # Square's query budget per image (auto-attack's standard)
+    pipeline_queries: int = 5000     # ... against the pipeline's output, where each query runs the modifier
     n_cw: int = 200                  # joint CW-L2 (the slowest attack) on the first N of those images only
     harden_n: int = 1000             # hardening attempts (at each L-inf bound) on the first N test images; 0 = skip
+    harden_bounds: str = "0.1,0.2,0.3"   # the L-inf bounds they face, comma-separated
     # the adversarially trained guardian (reabsnet.train.hardened): fine-tuned from the paper guardian on joint
     # L-inf PGD against the Madry-style master, selected by the reject policy's validation score
     harden_guardian: bool = True
@@ -177,7 +179,8 @@ PROFILES: dict[str, Profile] = {
                                 eval_restarts=1,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=3000)),
-        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, targets=3, queries=100, n_cw=10, harden_n=10,
+        adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, targets=3, queries=100, pipeline_queries=100,
+                                n_cw=10, harden_n=10,
                                 harden_train=TrainConfig(epochs=1, batch_size=64, lr=0.005, train_size=256),
                                 harden_steps=3, harden_val_images=50),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
@@ -193,7 +196,8 @@ PROFILES: dict[str, Profile] = {
         baseline=BaselineConfig(method="short-pgd", val_images=500, val_steps=10, eval_images=300, eval_restarts=1,
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=20000)),
-        adaptive=AdaptiveConfig(n=100, steps=30, restarts=1, targets=9, queries=1000, n_cw=30, harden_n=0),
+        adaptive=AdaptiveConfig(n=100, steps=30, restarts=1, targets=9, queries=500, pipeline_queries=100,
+                                n_cw=30, harden_n=0),
     ),
     "paper": Profile(
         name="paper",

@@ -141,3 +141,31 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         "results": results,
     })
     return out
+
+
+def harden(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
+           shipped: Path | None = SHIPPED_MODELS) -> tuple[Path, dict]:
+    """The hardening attempts alone (issue 11's lead, settled or retired): the networks (trained or reused), the
+    adversarially trained guardian, and every configuration against the full adaptive suite at each L-inf bound.
+    Writes HARDENING.md and hardening.json next to the reproduction's report; returns (that folder, results)."""
+    began = time.perf_counter()
+    splits = data.load(profile.dataset, home=home)
+    master, master_meta = train_master(profile, splits, device, home, shipped)
+    guardian, guardian_meta = train_guardian(profile, splits, master, master_meta, device, home, shipped)
+    madry, madry_meta = train_madry(profile, splits, device, home, shipped)
+    out = run_dir(splits.name, profile.name, home)
+    hardened = train_hardened_guardian(profile, splits, madry, madry_meta, guardian, guardian_meta, device, home) \
+        if profile.adaptive.harden_guardian else None
+    attack_seconds: dict[str, float] = {}
+    results = hardening(profile, splits, build_reabsnet(profile, master, guardian), master_meta, guardian_meta, madry,
+                        madry_meta, out, attack_seconds, hardened=hardened)
+    built = {k: v for k, v in build_seconds(out).items() if "harden" in k or k in ("madry training",)}
+    results = {"dataset": splits.name, "command": command, "profile": dataclasses.asdict(profile),
+               "machine": report.machine(), "device": str(device),
+               "wall_seconds": round(time.perf_counter() - began, 1), "build_seconds": built,
+               "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics")},
+               "hardened_guardian": {k: hardened[1].get(k) for k in ("sha256", "recipe", "config", "training",
+                                                                     "metrics")} if hardened else None,
+               "hardening": results}
+    report.write_hardening(out, results)
+    return out, results

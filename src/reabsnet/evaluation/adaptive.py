@@ -56,7 +56,8 @@ def apgd_spec(prefix: str, norm: str, eps: float, loss: str, cfg, reject: int | 
 
 def survivor_spec(prefix: str, attack: str, norm: str, eps: float, cfg, reject: int | None) -> AttackSpec:
     """APGD-T, Square or the tuned attack's long APGD-DLR, run on the images earlier attacks left standing."""
-    budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": cfg.queries},
+    queries = cfg.pipeline_queries if prefix == "pipeline" else cfg.queries
+    budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": queries},
               "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1}}[attack]
     settings = {"eps": eps, "norm": norm, **budget}
     if reject is not None:
@@ -161,7 +162,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     selective_clean = clean.flagged | pipeline_ok
 
     results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "targets": cfg.targets,
-               "queries": cfg.queries, "bounds": {}, "clean": {
+               "queries": cfg.queries, "pipeline_queries": cfg.pipeline_queries, "bounds": {}, "clean": {
                    "reabsnet": rate(pipeline_ok), "master": rate(master_alone_clean), "madry": rate(madry_clean),
                    "selective_correct_or_rejected": rate(selective_clean), "selective_rejected": rate(clean.flagged)}}
 
@@ -332,7 +333,7 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
     against joint PGD on that master) is given, that master with that guardian, also facing the tuned attack.
     Each also under the reject policy."""
     n = profile.adaptive.harden_n
-    bounds = [("linf", e) for e in LINF_BOUNDS]
+    bounds = [("linf", float(e)) for e in profile.adaptive.harden_bounds.split(",")]
     configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, guardian_meta,
                                                             "adaptive-harden-paper", False),
                "ReabsNet with the Madry-style master": (_variant(defended, master=madry), madry_meta, guardian_meta,
@@ -355,7 +356,7 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
                                      "square_beyond_gradient": v["square_beyond_gradient"],
                                      "per_attack": v["per_attack"]}
                                  for b, v in r["bounds"].items()}}
-    return {"n": n, "bounds": [f"linf {e:g}" for e in LINF_BOUNDS], "configs": rows,
+    return {"n": n, "bounds": [f"linf {e:g}" for _, e in bounds], "configs": rows,
             "max_clean_rejection": profile.adaptive.max_clean_rejection, "lead": _lead(rows, profile)}
 
 
@@ -364,6 +365,8 @@ def _lead(rows: dict, profile: Profile, margin: float = 0.03) -> dict:
     robust accuracy, with at most max_clean_rejection of clean images rejected."""
     verdicts = {}
     for name, row in rows.items():
+        if "linf 0.3" not in row["bounds"]:
+            continue
         b = row["bounds"]["linf 0.3"]
         gap = b["reject_policy_robust"]["rate"] - b["madry_robust"]["rate"]
         rejects = row["reject_policy_rejects_clean"]["rate"]
