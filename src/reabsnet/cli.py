@@ -131,6 +131,26 @@ def _profile(args):
     return get_profile(args.profile, overrides)
 
 
+def is_main() -> bool:
+    from reabsnet import distributed
+
+    return distributed.is_main()
+
+
+def _device(args, dataset: str = "mnist"):
+    """The device for this process; under torchrun also join the process group (this rank's GPU by LOCAL_RANK)
+    and let rank 0 fetch the dataset before the other ranks read it."""
+    from reabsnet import data, distributed
+    from reabsnet.runtime import resolve_device
+
+    device = distributed.init(resolve_device(args.device))
+    if distributed.active():
+        if distributed.is_main():
+            data.load(dataset, home=args.home)
+        distributed.barrier()
+    return device
+
+
 def _shipped(args):
     from reabsnet.stages import SHIPPED_MODELS
 
@@ -139,11 +159,10 @@ def _shipped(args):
 
 def cmd_train_master(args) -> None:
     from reabsnet import data
-    from reabsnet.runtime import resolve_device
     from reabsnet.train import train_master
 
     profile = _profile(args)
-    device = resolve_device(args.device)
+    device = _device(args, profile.dataset)
     splits = data.load(profile.dataset, home=args.home)
     model, meta = train_master(profile, splits, device, args.home, _shipped(args))
     kind = f"distilled at T={meta['temperature']:g}" if meta.get("distilled") else "not distilled"
@@ -154,11 +173,10 @@ def cmd_train_master(args) -> None:
 
 def cmd_train_madry(args) -> None:
     from reabsnet import data
-    from reabsnet.runtime import resolve_device
     from reabsnet.train import train_madry
 
     profile = _profile(args)
-    device = resolve_device(args.device)
+    device = _device(args, profile.dataset)
     splits = data.load(profile.dataset, home=args.home)
     _, meta = train_madry(profile, splits, device, args.home, _shipped(args))
     m = meta["metrics"]
@@ -192,40 +210,40 @@ def _copy_out(out, names, copy_to):
 
 def cmd_reproduce(args) -> None:
     from reabsnet.reproduce import FIGURES, reproduce
-    from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
-    device = resolve_device(args.device)
+    device = _device(args, profile.dataset)
     out = reproduce(profile, device, home=args.home, command=_command_line("reabsnet reproduce"),
                     shipped=_shipped(args))
-    out = _copy_out(out, ("REPORT.md", "results.json", *FIGURES), args.copy_to)
-    print(f"report: {out / 'REPORT.md'}")
+    if is_main():
+        out = _copy_out(out, ("REPORT.md", "results.json", *FIGURES), args.copy_to)
+        print(f"report: {out / 'REPORT.md'}")
 
 
 def cmd_ablate(args) -> None:
     from reabsnet.evaluation.ablation import ablate, write
-    from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
-    device = resolve_device(args.device)
+    device = _device(args, profile.dataset)
     out, results = ablate(profile, device, home=args.home, command=_command_line("reabsnet ablate"),
                           shipped=_shipped(args))
-    write(out, results)
-    out = _copy_out(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
-    print(f"ablation: {out / 'ABLATION.md'}")
+    if is_main():
+        write(out, results)
+        out = _copy_out(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
+        print(f"ablation: {out / 'ABLATION.md'}")
 
 
 def cmd_harden(args) -> None:
     from reabsnet.reproduce import harden
-    from reabsnet.runtime import resolve_device
 
     profile = _profile(args)
     if not profile.adaptive.harden_n:
         raise ReabsnetError("adaptive.harden_n is 0: nothing to harden (set it to the number of test images)")
-    out, _ = harden(profile, resolve_device(args.device), home=args.home, command=_command_line("reabsnet harden"),
+    out, _ = harden(profile, _device(args, profile.dataset), home=args.home, command=_command_line("reabsnet harden"),
                     shipped=_shipped(args))
-    out = _copy_out(out, ("HARDENING.md", "hardening.json"), args.copy_to)
-    print(f"hardening: {out / 'HARDENING.md'}")
+    if is_main():
+        out = _copy_out(out, ("HARDENING.md", "hardening.json"), args.copy_to)
+        print(f"hardening: {out / 'HARDENING.md'}")
 
 
 def cmd_classify(args) -> int:
@@ -285,14 +303,14 @@ def cmd_classify(args) -> int:
 
 def cmd_attack(args) -> None:
     import json
+    import shutil
     from pathlib import Path
 
-    from reabsnet import data
+    from reabsnet import data, distributed
     from reabsnet.attacks import get_attack, get_preset, random_targets
     from reabsnet.attacks.run import run_attack, save_set
     from reabsnet.attacks.settings import parse_settings
     from reabsnet.models import load_model, place
-    from reabsnet.runtime import resolve_device
 
     attack = get_attack(args.attack)
     preset = get_preset(args.attack, args.preset)
@@ -304,7 +322,7 @@ def cmd_attack(args) -> None:
     out = Path(args.out or f"{args.attack}{'-targeted' if args.targeted else ''}-{args.preset}-n{args.n}.npz")
     if out.suffix != ".npz":
         raise ReabsnetError(f"--out {out}: the adversarial set is written as .npz")
-    device = resolve_device(args.device)
+    device = _device(args, args.dataset)
     model, model_meta = load_model(args.model)
     model = place(model, device).eval()
     splits = data.load(args.dataset, home=args.home)
@@ -313,23 +331,40 @@ def cmd_attack(args) -> None:
     if "seed" in settings or args.attack == "pgd":
         settings["seed"] = args.seed
     target = random_targets(y, int(model(x[:1].to(device)).shape[1]), args.seed) if args.targeted else None
-    result = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=args.batch_size,
-                        desc=args.attack, device=device)
+    if distributed.active():    # torchrun: shards of --batch-size images across the ranks, rank 0 writes
+        from reabsnet.artifacts import stage_key
+        from reabsnet.evaluation.paper import sharded_attack
+
+        key = stage_key("attack-cli", args.attack, settings, args.seed, args.split, len(y), model_meta["sha256"],
+                        splits.sha256, args.batch_size)
+        result = sharded_attack(attack, model, x, y, target, settings, out.parent / f".{out.stem}-parts" / key,
+                                key, shard=args.batch_size, desc=args.attack)
+    else:
+        result = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=args.batch_size,
+                            desc=args.attack, device=device)
     meta = {"attack": args.attack, "targeted": args.targeted, "preset": preset.name, "preset_note": preset.note,
             "settings": settings, "seed": args.seed, "split": args.split, "n": len(y), "dataset": splits.name,
             "data_sha256": splits.sha256, "model": str(args.model), "model_sha256": model_meta["sha256"]}
-    side = save_set(out, x, y, target, result, meta)
-    print(json.dumps({"out": str(out), **side["summary"]}, indent=None))
+    if distributed.is_main():
+        side = save_set(out, x, y, target, result, meta)
+        shutil.rmtree(out.parent / f".{out.stem}-parts", ignore_errors=True)
+        print(json.dumps({"out": str(out), **side["summary"]}, indent=None))
+    distributed.barrier()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from reabsnet import distributed
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="reabsnet: %(message)s",
-                        stream=sys.stderr)
+    # under torchrun: rank 0 logs, the others only warn; an error line names its rank
+    rank = int(os.environ.get("RANK", "0")) if distributed.launched() else 0
+    where = f" (rank {rank})" if distributed.launched() else ""
+    logging.basicConfig(level=logging.WARNING if args.quiet or rank else logging.INFO,
+                        format="reabsnet: %(message)s", stream=sys.stderr)
     try:
         code = args.run(args)
     except ReabsnetError as e:
-        print(f"reabsnet: error: {e}", file=sys.stderr)
+        print(f"reabsnet: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reabsnet: interrupted; finished stages are kept and a rerun resumes from there", file=sys.stderr)
@@ -337,9 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: one line unless --debug
         if args.debug:
             raise
-        print(f"reabsnet: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"reabsnet: internal error{where}: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
     return code or 0
 
 

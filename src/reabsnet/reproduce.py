@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from reabsnet import data
+from reabsnet import data, distributed
 from reabsnet.artifacts import read_json
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation import plots, report
@@ -126,20 +126,22 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
                 hardened=hardened))
         results["adaptive"] = adaptive
     titles = {s.key: s.title for s in ATTACK_SPECS}
-    timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))
+    if distributed.is_main():    # under torchrun rank 0 writes the figures and the report
+        timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))
     stages["total"] = round(time.perf_counter() - began, 1)
     built = build_seconds(out)
-    report.write(out, {
-        "dataset": splits.name, "command": command, "profile": dataclasses.asdict(profile),
-        "machine": report.machine(), "device": str(device), "wall_seconds": stages["total"],
-        "stage_seconds": {**stages, **{k: round(v, 1) for k, v in attack_seconds.items()}},
-        "build_seconds": built,
-        "master": {k: master_meta.get(k) for k in ("sha256", "metrics", "training", "temperature", "distilled")},
-        "guardian": {k: guardian_meta.get(k) for k in ("sha256", "metrics", "training", "train_set", "val_set")},
-        "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics", "training")},
-        "data": {"sha256": splits.sha256, "source": splits.source},
-        "results": results,
-    })
+    if distributed.is_main():
+        report.write(out, {
+            "dataset": splits.name, "command": command, "profile": dataclasses.asdict(profile),
+            "machine": report.machine(), "device": str(device), "wall_seconds": stages["total"],
+            "stage_seconds": {**stages, **{k: round(v, 1) for k, v in attack_seconds.items()}},
+            "build_seconds": built,
+            "master": {k: master_meta.get(k) for k in ("sha256", "metrics", "training", "temperature", "distilled")},
+            "guardian": {k: guardian_meta.get(k) for k in ("sha256", "metrics", "training", "train_set", "val_set")},
+            "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics", "training")},
+            "data": {"sha256": splits.sha256, "source": splits.source},
+            "results": results,
+        })
     return out
 
 
@@ -167,5 +169,6 @@ def harden(profile: Profile, device: torch.device, home: str | Path | None = Non
                "hardened_guardian": {k: hardened[1].get(k) for k in ("sha256", "recipe", "config", "training",
                                                                      "metrics")} if hardened else None,
                "hardening": results}
-    report.write_hardening(out, results)
+    if distributed.is_main():
+        report.write_hardening(out, results)
     return out, results

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from reabsnet import distributed
 from reabsnet.artifacts import atomic_path, data_home, is_valid, sidecar_path, verify
 from reabsnet.errors import ReabsnetError
 from reabsnet.models import load_model, place, save_model
@@ -64,12 +65,19 @@ def cached_model(path: Path, key: str, build: Callable[[], tuple[nn.Module, dict
     """Load the model at `path` if it verifies and was made with `key`; else take its shipped twin in `shipped`
     (a folder) if that was made with `key`; otherwise build, save and return it (with `build` None: return None).
     Either way the model comes back in eval mode on `device`."""
-    if is_valid(path, key) or _take_shipped(path, key, shipped):
+    if distributed.is_main() and not is_valid(path, key):
+        _take_shipped(path, key, shipped)     # rank 0 alone copies; the others then find it in place
+    distributed.barrier()
+    if is_valid(path, key):
         log.info("reusing %s", path)
         model, meta = load_model(path)
         return place(model, device).eval(), meta
     if build is None:
         return None
-    model, meta = build()
-    meta = save_model(path, model, {**meta, "key": key})
+    model, meta = build()        # under torchrun: built by every rank together, saved by rank 0
+    if distributed.is_main():
+        meta = save_model(path, model, {**meta, "key": key})
+    distributed.barrier()
+    if not distributed.is_main():
+        model, meta = load_model(path)
     return place(model, device).eval(), meta

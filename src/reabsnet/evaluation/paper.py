@@ -6,6 +6,7 @@ Threat model (the paper's): the attacker knows the master only; ReabsNet then se
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +14,22 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from reabsnet.artifacts import is_valid, stage_key
+from reabsnet import distributed
+from reabsnet.artifacts import is_valid, load_tensors, save_tensors, stage_key
 from reabsnet.attacks import get_attack, get_preset, random_targets
+from reabsnet.attacks.common import AttackResult
 from reabsnet.attacks.run import load_set, run_attack, save_set
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
+from reabsnet.errors import ReabsnetError
 from reabsnet.evaluation.stats import detection_at_fpr, rate, roc_auc
 from reabsnet.profiles import Profile
 from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
+
+
+SHARD = 500   # images per attack shard under torchrun: run_attack's batch size, so results match one process
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
     picked = indices.tolist() if indices is not None else None
     x_test, y_test = splits.split(split)
     sets = {}
-    for spec in specs:
+    for order, spec in enumerate(specs):
         size = n or set_size(profile, spec, baseline)
         preset = get_preset(spec.attack, profile.eval.preset)
         settings = {**preset.settings, **(spec.settings or {})}
@@ -81,23 +88,58 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
         key = stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
                         splits.sha256, *(() if split == "test" else (split,)),
                         *(() if picked is None else (picked,)))
+        distributed.barrier()          # under torchrun every rank decides on the same files
         if not is_valid(path, key):
             began = time.perf_counter()
             x, y = x_test[:size], y_test[:size]
             if picked is not None:
                 x, y = x[picked], y[picked]
             target = random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None
-            result = run_attack(get_attack(spec.attack), model, x, y, target=target, settings=settings,
-                                desc=f"{spec.title} ({subdir})")
+            attack, desc = get_attack(spec.attack), f"{spec.title} ({subdir})"
+            if distributed.active():
+                result = sharded_attack(attack, model, x, y, target, settings, path.parent / ".parts" / key, key,
+                                        first_owner=order, desc=desc)
+            else:
+                result = run_attack(attack, model, x, y, target=target, settings=settings, desc=desc)
             seconds = time.perf_counter() - began
-            save_set(path, x, y, target, result, {
-                "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
-                "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
-                "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
-                **({} if picked is None else {"indices": picked})})
+            if distributed.is_main():
+                save_set(path, x, y, target, result, {
+                    "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
+                    "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
+                    "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
+                    **({} if picked is None else {"indices": picked})})
+                shutil.rmtree(path.parent / ".parts" / key, ignore_errors=True)
+            distributed.barrier()
             timings[f"attack {subdir}/{spec.key}"] = seconds
         sets[spec.key] = load_set(path)
     return sets
+
+
+def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                   settings: dict, parts: Path, key: str, *, first_owner: int = 0, shard: int = SHARD,
+                   desc: str = "attack") -> AttackResult:
+    """`run_attack` under torchrun: the images cut into shards of `shard` (run_attack's batch, so each shard is
+    computed exactly as one process computes it), each rank computing the shards it owns (round robin from
+    `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all."""
+    starts = range(0, len(x), shard)
+    ready = [is_valid(parts / f"{start:06d}.safetensors", key) for start in starts]
+    log.info("%s: %d of %d shards on disk, %d ranks compute the rest", desc, sum(ready), len(ready),
+             distributed.size())
+    for j, start in enumerate(starts):
+        part = parts / f"{start:06d}.safetensors"
+        if distributed.owns(first_owner + j) and not ready[j]:
+            sl = slice(start, start + shard)
+            res = run_attack(attack, model, x[sl], y[sl], target=target[sl] if target is not None else None,
+                             settings=settings, batch_size=shard, desc=f"{desc} {start:,}+")
+            save_tensors(part, {k: v.contiguous() for k, v in vars(res).items()}, {"key": key, "start": start})
+    distributed.barrier()
+    pieces = []
+    for start in starts:
+        part = parts / f"{start:06d}.safetensors"
+        if not is_valid(part, key):
+            raise ReabsnetError(f"{part}: attack shard missing or corrupt after it was built")
+        pieces.append(load_tensors(part)[0])
+    return AttackResult(**{k: torch.cat([p[k] for p in pieces]) for k in pieces[0]})
 
 
 def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:

@@ -304,7 +304,7 @@ def _hardening(h: dict) -> list[str]:
     lines += ["", "<details><summary>Per attack, each hardening configuration</summary>", "",
               "| configuration | bound | attack | accuracy | flagged |", "|---|---|---|---|---|"]
     for name, bound, pa in per:
-        lines += [f"| {name} {row[1:]}" for row in _per_attack_rows(bound, pa)]
+        lines += [f"| {name} |{row[1:]}" for row in _per_attack_rows(bound, pa)]
     lines += ["", "</details>"]
     return lines
 

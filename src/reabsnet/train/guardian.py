@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from reabsnet import distributed
 from reabsnet.artifacts import is_valid, load_tensors, save_tensors, stage_key
 from reabsnet.attacks import deepfool
 from reabsnet.attacks.run import run_attack
 from reabsnet.data import Splits
 from reabsnet.defense import ADVERSARIAL, NATURAL
+from reabsnet.errors import ReabsnetError
 from reabsnet.models import create_model, place
 from reabsnet.profiles import Profile
 from reabsnet.runtime import seed_everything
@@ -39,23 +41,32 @@ def deepfool_split(master: nn.Module, master_sha: str, splits: Splits, split: st
     x, y = splits.split(split)
     n = n or len(x)
     x, y = x[:n], y[:n]
+    shards = [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+    def where(start: int, stop: int) -> tuple[Path, str]:
+        return (out / f"deepfool-{split}-{start:05d}-{stop:05d}.safetensors",
+                stage_key("deepfool-shard", master_sha, splits.sha256, split, start, stop))
+
+    # under torchrun each rank builds the missing shards it owns, then every rank reads them all
+    for i, (start, stop) in enumerate(shards):
+        path, key = where(start, stop)
+        if not distributed.owns(i) or is_valid(path, key):
+            continue
+        began = time.perf_counter()
+        res = run_attack(deepfool, master, x[start:stop], y[start:stop], batch_size=500,
+                         desc=f"DeepFool {split} {start:,}-{stop:,} of {n:,}")
+        tensors = {"x_adv": res.x_adv, "success": res.success, "iterations": res.iterations, "l2": res.l2}
+        save_tensors(path, tensors, {"key": key, "split": split, "start": start, "stop": stop,
+                                     "seconds": time.perf_counter() - began})
+        log.info("DeepFool %s %d-%d: %.1f%% adversarial (%.0f s)", split, start, stop,
+                 100 * res.success.float().mean(), time.perf_counter() - began)
+    distributed.barrier()
     parts = []
-    for start in range(0, n, shard_size):
-        stop = min(start + shard_size, n)
-        path = out / f"deepfool-{split}-{start:05d}-{stop:05d}.safetensors"
-        key = stage_key("deepfool-shard", master_sha, splits.sha256, split, start, stop)
-        if is_valid(path, key):
-            tensors, _ = load_tensors(path)
-        else:
-            began = time.perf_counter()
-            res = run_attack(deepfool, master, x[start:stop], y[start:stop], batch_size=500,
-                             desc=f"DeepFool {split} {start:,}-{stop:,} of {n:,}")
-            tensors = {"x_adv": res.x_adv, "success": res.success, "iterations": res.iterations, "l2": res.l2}
-            save_tensors(path, tensors, {"key": key, "split": split, "start": start, "stop": stop,
-                                         "seconds": time.perf_counter() - began})
-            log.info("DeepFool %s %d-%d: %.1f%% adversarial (%.0f s)", split, start, stop,
-                     100 * res.success.float().mean(), time.perf_counter() - began)
-        parts.append(tensors)
+    for start, stop in shards:
+        path, key = where(start, stop)
+        if not is_valid(path, key):
+            raise ReabsnetError(f"{path}: DeepFool shard missing or corrupt after it was built")
+        parts.append(load_tensors(path)[0])
     merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return {"x": x, "y": y, **merged}
 

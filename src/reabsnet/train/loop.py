@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from reabsnet import distributed
 from reabsnet.profiles import TrainConfig
 from reabsnet.progress import bar
 
@@ -103,6 +104,7 @@ def fit(
     else:
         raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
+    distributed.broadcast_parameters(model)     # under torchrun every rank starts from rank 0's weights
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     best_acc = -1.0
@@ -113,22 +115,25 @@ def fit(
         running = torch.zeros((), device=device)
         with bar(total=n, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="img") as progress:
             for i in range(0, n, cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
-                xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
-                loss = loss_fn(model, xb, yb)
+                batch = order[i:i + cfg.batch_size]
+                idx = distributed.batch_slice(batch)        # under torchrun: this rank's share of the batch
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(idx):
+                    xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+                    loss = loss_fn(model, xb, yb)
+                    loss.backward()
+                    running += loss.detach() * len(idx)
+                distributed.average_gradients(model, len(idx) / len(batch))
                 optimizer.step()
                 schedule.step()
-                running += loss.detach() * len(idx)
-                progress.update(len(idx))
+                progress.update(len(batch))
         acc = accuracy(model, *val)
         history.val_accuracy.append(acc)
         score = acc
         if select is not None:
             score = select(model)
             history.val_selected.append(score)
-        history.train_loss.append(running.item() / n)
+        history.train_loss.append(distributed.total(running).item() / n)
         history.epoch_seconds.append(time.perf_counter() - start)
         if score > best_acc:
             best_acc, history.best_epoch = score, epoch

@@ -1,0 +1,106 @@
+"""Scale-out under torchrun (2 CPU processes, gloo): the same results as one process, faults leave no half shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reabsnet.artifacts import is_valid, read_json
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def torchrun(*args: str, ranks: int = 2, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
+           *args]
+    # one thread per rank: two ranks share this machine's cores
+    return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_data_parallel_training_matches_one_process(tmp_path):
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    code, _, err = finish(subprocess.Popen([sys.executable, str(SCRIPTS / "fit_ranks.py"), str(one)],
+                                           stderr=subprocess.PIPE, text=True))
+    assert code == 0, err
+    code, _, err = finish(torchrun(str(SCRIPTS / "fit_ranks.py"), str(two)))
+    assert code == 0, err
+    a, b = torch.load(one), torch.load(two)
+    assert (a["ranks"], b["ranks"]) == (1, 2)
+    for k in a["state"]:   # the same global batches, the gradients averaged: the same weights up to rounding
+        assert torch.allclose(a["state"][k], b["state"][k], atol=1e-5), k
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def _home_with_models(smoke_run: Path, tmp_path: Path) -> Path:
+    """A home holding the smoke run's networks (not its attack sets), sharing the MNIST cache."""
+    home = tmp_path / "home"
+    run = home / "runs" / "mnist" / "smoke"
+    run.mkdir(parents=True)
+    shutil.copytree(smoke_run.parents[2] / "data", home / "data", symlinks=True)
+    for f in smoke_run.iterdir():
+        if f.is_file() and f.suffix in (".safetensors", ".json") and f.stem in ("init", "teacher", "master",
+                                                                                  "guardian", "madry"):
+            shutil.copy2(f, run / f.name)
+    return home
+
+
+def test_two_ranks_build_the_same_attack_sets_as_one(smoke_run, tmp_path):
+    home = _home_with_models(smoke_run, tmp_path)
+    code, out, err = finish(torchrun("-m", "reabsnet", "reproduce", "--profile", "smoke", "--home", str(home),
+                                     "--set", "adaptive.enabled=false", "--retrain"))
+    assert code == 0, err[-3000:]
+    run = home / "runs" / "mnist" / "smoke"
+    # the networks were reused (their keys hold), the sets rebuilt across the ranks, the parts cleaned up
+    assert not list(run.rglob(".parts"))
+    single = read_json(smoke_run / "results.json")["results"]
+    both = read_json(run / "results.json")["results"]
+    for key, a in single["attacks"].items():
+        b = both["attacks"][key]
+        for field in ("attack_success", "detection", "master_only", "reabsnet"):
+            assert (a[field]["k"], a[field]["n"]) == (b[field]["k"], b[field]["n"]), (key, field)
+    for sub in ("attacks", "attacks-madry"):
+        for npz in sorted((smoke_run / sub).glob("*.npz")):
+            mine = json.loads((run / sub / npz.with_suffix(".json").name).read_text())
+            theirs = json.loads(npz.with_suffix(".json").read_text())
+            assert mine["key"] == theirs["key"] and mine["sha256"] == theirs["sha256"], npz.name   # byte for byte
+    assert out.count("report:") == 1          # rank 0 alone reports
+
+
+def test_a_killed_rank_leaves_whole_shards_and_a_rerun_resumes(smoke_run, tmp_path):
+    master = smoke_run / "master.safetensors"
+    out = tmp_path / "pgd.npz"
+    parts = tmp_path / ".pgd-parts"
+    args = ("-m", "reabsnet", "attack", "--model", str(master), "--attack", "pgd", "--n", "4000", "--batch-size",
+            "250", "--home", str(smoke_run.parents[2]), "--out", str(out))
+    proc = torchrun(*args, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.rglob("*.safetensors"))) < 2:
+        time.sleep(0.2)
+    # kill one worker (not the launcher): torchrun must stop the other and fail the run
+    workers = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "reabsnet"], capture_output=True, text=True)
+    victim = int(workers.stdout.split()[-1])
+    os.kill(victim, signal.SIGKILL)
+    code, _, err = finish(proc)
+    assert code != 0 and not out.exists()
+    done = sorted(parts.rglob("*.safetensors"))
+    assert done and all(is_valid(p, read_json(p.with_suffix(".json"))["key"]) for p in done)   # whole shards only
+    assert not [p for p in parts.rglob("*") if p.is_file() and p.suffix not in (".safetensors", ".json")]
+    code, stdout, err = finish(torchrun(*args))
+    assert code == 0, err[-3000:]
+    assert f"{len(done)} of 16 shards on disk" in err          # the rerun resumed at the missing shards
+    assert json.loads(stdout.strip().splitlines()[-1])["n"] == 4000 and not parts.exists()
