@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--model", required=True, metavar="PATH", help="a .safetensors checkpoint made by reabsnet")
     attack.add_argument("--attack", required=True, help="fgsm | pgd | deepfool | cw-l2 | cw-linf")
     attack.add_argument("--targeted", action="store_true", help="attack toward a random other class (seeded)")
-    attack.add_argument("--n", type=int, default=1000, help="the first N images of the split (default: 1000)")
+    # --images: the same, for torchrun, whose own parser takes --n for one of its options
+    attack.add_argument("--n", "--images", dest="n", type=int, default=1000,
+                        help="the first N images of the split (default: 1000)")
     attack.add_argument("--split", default="test", help="test | val | train (default: test)")
     attack.add_argument("--preset", default="paper", help="smoke | quick | paper (default: paper, the reference)")
     attack.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -5,6 +5,7 @@ Threat model (the paper's): the attacker knows the master only; ReabsNet then se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -109,6 +110,8 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
                     "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
                     **({} if picked is None else {"indices": picked})})
                 shutil.rmtree(path.parent / ".parts" / key, ignore_errors=True)
+                with contextlib.suppress(OSError):     # the folder goes once no other set has parts in it
+                    (path.parent / ".parts").rmdir()
             distributed.barrier()
             timings[f"attack {subdir}/{spec.key}"] = seconds
         sets[spec.key] = load_set(path)
