@@ -32,6 +32,15 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="train every network instead of taking the shipped one (models/<dataset>/<profile>/)")
 
 
+def _report_parser(sub, name: str, help: str, outputs: str, run) -> None:
+    """A profile-driven command that writes a report (reproduce, ablate, harden)."""
+    p = sub.add_parser(name, help=help)
+    _profile_args(p)
+    p.add_argument("--copy-to", metavar="DIR", help=f"also copy {outputs} to DIR")
+    _common(p)
+    p.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reabsnet", description="ReabsNet: detect and revise adversarial examples (Chen et al. 2017)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
@@ -58,26 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(madry)
     madry.set_defaults(run=cmd_train_madry)
 
-    repro = sub.add_parser("reproduce", help="the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, "
-                                            "plots) and the adaptive attacks")
-    _profile_args(repro)
-    repro.add_argument("--copy-to", metavar="DIR", help="also copy REPORT.md, results.json and the figure to DIR")
-    _common(repro)
-    repro.set_defaults(run=cmd_reproduce)
-
-    ablate = sub.add_parser("ablate", help="why Table 2 differs: the revision's factors one at a time (CW strength, "
-                                           "guardian sharpness, modifier), several guardian seeds each")
-    _profile_args(ablate)
-    ablate.add_argument("--copy-to", metavar="DIR", help="also copy ABLATION.md, ablation.json and ablation.png to DIR")
-    _common(ablate)
-    ablate.set_defaults(run=cmd_ablate)
-
-    harden = sub.add_parser("harden", help="the hardening attempts alone: ReabsNet with the Madry-style master and "
-                                           "an adversarially trained guardian against the full adaptive suite")
-    _profile_args(harden)
-    harden.add_argument("--copy-to", metavar="DIR", help="also copy HARDENING.md and hardening.json to DIR")
-    _common(harden)
-    harden.set_defaults(run=cmd_harden)
+    _report_parser(sub, "reproduce", "the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, plots) and "
+                   "the adaptive attacks", "REPORT.md, results.json and the figure", cmd_reproduce)
+    _report_parser(sub, "ablate", "why Table 2 differs: the revision's factors one at a time (CW strength, guardian "
+                   "sharpness, modifier), several guardian seeds each", "ABLATION.md, ablation.json and ablation.png",
+                   cmd_ablate)
+    _report_parser(sub, "harden", "the hardening attempts alone: ReabsNet with the Madry-style master and an "
+                   "adversarially trained guardian against the full adaptive suite", "HARDENING.md and hardening.json",
+                   cmd_harden)
 
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
     classify.add_argument("inputs", nargs="+", metavar="FILE",
