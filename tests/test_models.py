@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.errors import ReabsnetError
-from reabsnet.models import create_model, load_model, model_names, place, save_model
+from reabsnet.models import create_model, load_model, model_names, place, registry, save_model
 
 
 def test_registry_builds_by_name_and_refuses_unknown_names():
@@ -107,3 +107,28 @@ def test_missing_sidecar_is_refused(tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(ReabsnetError, match="sidecar"):
         load_model(path)
+
+
+@pytest.mark.parametrize("name", ["master", "guardian", "madry", "guardian-two-step"])
+def test_chunked_cpu_forward_matches_one_batch_with_its_gradients(name, monkeypatch):
+    """Large CPU batches run in chunks of CPU_CHUNK (faster, cache-sized); logits and input gradients must be those
+    of the whole batch at once, up to floating-point order."""
+    torch.manual_seed(0)
+    model = place(create_model(name), "cpu").eval()
+    x = (torch.rand(300, 1, 28, 28) - 0.5).requires_grad_(True)
+    calls = []
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+
+    def run():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits.logsumexp(1).sum(), x)
+        return logits.detach(), grad
+
+    chunked = run()
+    assert calls == [128, 128, 44]
+    monkeypatch.setattr(registry, "CPU_CHUNK", 10 ** 6)
+    whole = run()
+    assert calls[3:] == [300]
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-4, atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from reabsnet.models.registry import kaiming_init, register
+from reabsnet.models.registry import in_chunks, kaiming_init, register
 
 
 class TwoPathDetector(nn.Module):
@@ -43,6 +43,9 @@ class TwoPathDetector(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_chunks(self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([self.fine(x), self.coarse(x)], dim=1))
 
 
@@ -85,6 +88,9 @@ class TwoStepDetector(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_chunks(self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         first = self.step1(x)
         return self.head(torch.cat([first.flatten(1), self.step2(first).flatten(1)], dim=1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
 from reabsnet.errors import ReabsnetError
@@ -17,6 +18,27 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
         _REGISTRY[name] = factory
         return factory
     return wrap
+
+
+# On a CPU the passes of these small CNNs run fastest on batches of about a hundred images, whose activations stay
+# in the caches: measured with bench/kernels.py on the 2-core development CPU, the master's forward + input-gradient
+# pass does 3,193 images/s at 128 against 2,280 at 500 and 1,522 at 1,000, and DeepFool on 500 images runs 1.6x
+# faster in chunks of 128 than as one batch. GPUs want the whole batch, so only CPU inputs are chunked.
+CPU_CHUNK = 128
+
+
+def in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """forward(x), computed on CPU in chunks of CPU_CHUNK images and concatenated (autograd flows through)."""
+    if x.device.type != "cpu" or len(x) <= CPU_CHUNK:
+        return forward(x)
+    return torch.cat([forward(part) for part in x.split(CPU_CHUNK)])
+
+
+class Chunked(nn.Sequential):
+    """nn.Sequential whose forward runs in cache-sized chunks on CPU (same layers, same state_dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return in_chunks(super().forward, x)
 
 
 def kaiming_init(model: nn.Module) -> nn.Module:
