@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,11 +12,17 @@ import pytest
 from reabsnet.cli import main
 
 
-def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys):
+def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys, smoke_master, shared_home):
+    # the session's smoke master (trained by the same train_master the command calls) seeds this home, so the
+    # first command reuses it; the third command below trains init, teacher and master from scratch
+    run = home / "runs" / "mnist" / "smoke"
+    run.mkdir(parents=True)
+    for name in ("init", "teacher", "master"):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(shared_home / "runs" / "mnist" / "smoke" / f"{name}{suffix}", run)
     assert main(["-q", "train", "master", "--profile", "smoke", "--home", str(home), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "distilled at T=100" in out and "test accuracy" in out
-    run = home / "runs" / "mnist" / "smoke"
     meta = json.loads((run / "master.json").read_text())
     assert meta["model"] == "master" and meta["distilled"] and meta["temperature"] == 100.0
     assert meta["metrics"]["test_accuracy"] > 0.85            # 6,000 images, 2+2 epochs: about 0.93 here
@@ -30,7 +37,9 @@ def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys):
     # a changed setting (the seed) is a new key: the stages are rebuilt
     assert main(["-q", "train", "master", "--profile", "smoke", "--home", str(home), "--seed", "1",
                  "--set", "master.epochs=1", "--set", "master.train_size=1000"]) == 0
-    assert json.loads((run / "master.json").read_text())["seed"] == 1
+    seed1 = json.loads((run / "master.json").read_text())
+    assert seed1["seed"] == 1 and seed1["training"]["seconds"] > 0
+    assert seed1["teacher_sha256"] != meta["teacher_sha256"] and seed1["init_sha256"] != meta["init_sha256"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
