@@ -94,8 +94,8 @@ def test_a_killed_rank_leaves_whole_shards_and_a_rerun_resumes(smoke_run, tmp_pa
     master = smoke_run / "master.safetensors"
     out = tmp_path / "pgd.npz"
     parts = tmp_path / ".pgd-parts"
-    args = ("-m", "reabsnet", "attack", "--model", str(master), "--attack", "pgd", "--images", "2000", "--batch-size",
-            "250", "--home", str(smoke_run.parents[2]), "--out", str(out))
+    args = ("-m", "reabsnet", "attack", "--model", str(master), "--attack", "pgd", "--images", "1000", "--batch-size",
+            "125", "--home", str(smoke_run.parents[2]), "--out", str(out))
     proc = torchrun(*args, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(parts.rglob("*.safetensors"))) < 2:
@@ -112,4 +112,4 @@ def test_a_killed_rank_leaves_whole_shards_and_a_rerun_resumes(smoke_run, tmp_pa
     code, stdout, err = finish(torchrun(*args))
     assert code == 0, err[-3000:]
     assert f"{len(done)} of 8 shards on disk" in err          # the rerun resumed at the missing shards
-    assert json.loads(stdout.strip().splitlines()[-1])["n"] == 2000 and not parts.exists()
+    assert json.loads(stdout.strip().splitlines()[-1])["n"] == 1000 and not parts.exists()
