@@ -113,3 +113,14 @@ def test_a_killed_rank_leaves_whole_shards_and_a_rerun_resumes(smoke_run, tmp_pa
     assert code == 0, err[-3000:]
     assert f"{len(done)} of 8 shards on disk" in err          # the rerun resumed at the missing shards
     assert json.loads(stdout.strip().splitlines()[-1])["n"] == 1000 and not parts.exists()
+
+
+def test_a_failing_rank_exits_non_zero_and_the_launcher_names_its_one_line_error(tmp_path):
+    code, _, err = finish(torchrun("-m", "reabsnet", "attack", "--model", str(tmp_path / "missing.safetensors"),
+                                   "--attack", "fgsm", "--home", str(tmp_path), "--out", str(tmp_path / "x.npz")))
+    assert code != 0 and not (tmp_path / "x.npz").exists()
+    line = f"reabsnet: error (rank 0): {tmp_path / 'missing.safetensors'}: no such file"
+    assert line in err.splitlines()
+    # torchrun's failure summary quotes that line as the root cause, not "To enable traceback see: ..."
+    root = err[err.index("Root Cause"):]
+    assert f"traceback : {line}" in root and "To enable traceback" not in root

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from reabsnet.errors import ReabsnetError
 
@@ -351,6 +355,17 @@ def cmd_attack(args) -> None:
     distributed.barrier()
 
 
+def _fail(line: str, code: int) -> int:
+    """Print the one-line error; under torchrun also hand it to the launcher (its reply file), whose failure
+    summary then shows this line as the rank's root cause instead of "To enable traceback see: ..."."""
+    print(line, file=sys.stderr)
+    reply = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if reply:
+        with contextlib.suppress(OSError):   # the launcher's summary is a courtesy; the line above is the error
+            Path(reply).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from reabsnet import distributed
 
@@ -363,17 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.run(args)
     except ReabsnetError as e:
-        print(f"reabsnet: error{where}: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"reabsnet: error{where}: {e}", 2)
     except KeyboardInterrupt:
         print("reabsnet: interrupted; finished stages are kept and a rerun resumes from there", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not bad input: one line unless --debug
         if args.debug:
             raise
-        print(f"reabsnet: internal error{where}: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _fail(f"reabsnet: internal error{where}: {type(e).__name__}: {e} (rerun with --debug for the "
+                     "traceback)", 1)
     finally:
         distributed.shutdown()
     return code or 0
