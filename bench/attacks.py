@@ -135,6 +135,15 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
         if aa:   # torchattacks' standard version also runs FAB-T; ours does not
             out["autoattack"]["torchattacks"] = run_ta(ta.AutoAttack(shifted, norm=norm[aa["norm"]], eps=aa["eps"],
                                                                      version="standard", n_classes=10, seed=0))
+            # ... and its members keep torchattacks' default of 10 steps (auto-attack's are 100): the same
+            # ensemble as ours, built from its parts with our settings, is the like-for-like row
+            out["autoattack"]["torchattacks, our settings"] = run_ta(ta.MultiAttack([
+                ta.APGD(shifted, norm=norm[aa["norm"]], eps=aa["eps"], steps=aa["steps"], loss="ce", n_restarts=1,
+                        seed=0),
+                ta.APGDT(shifted, norm=norm[aa["norm"]], eps=aa["eps"], steps=aa["steps"], n_restarts=1,
+                         n_classes=aa["targets"] + 1, seed=0),
+                ta.Square(shifted, norm=norm[aa["norm"]], eps=aa["eps"], n_queries=aa["queries"], n_restarts=1,
+                          seed=0)]))
     except ImportError:
         pass
     return out
