@@ -214,11 +214,8 @@ def main() -> None:
 
 def _whole_batch(run: Callable, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Our attack with the networks' CPU chunking off (the whole batch in one pass), to show that lever's share."""
-    chunk, registry.CPU_CHUNK = registry.CPU_CHUNK, 10 ** 9
-    try:
+    with registry.cpu_chunk(None):
         return run(x, y)
-    finally:
-        registry.CPU_CHUNK = chunk
 
 
 def _le(theirs: str, ours: str) -> bool:

@@ -127,9 +127,9 @@ def main() -> None:
                 torch.autograd.grad(loss, xg)
 
             for pass_name, fn, mult in (("forward", forward, 1.0), ("forward+input grad", gradient, 2.0)):
-                registry.CPU_CHUNK = chunk or 10 ** 9
                 try:
-                    s = timed(fn, args.repeat)
+                    with registry.cpu_chunk(chunk or None):
+                        s = timed(fn, args.repeat)
                 except Exception as exc:   # noqa: BLE001
                     print(f"| {pass_name} | {lever} | {batch} | failed: {type(exc).__name__} | |")
                     continue

@@ -110,7 +110,7 @@ def test_missing_sidecar_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["master", "guardian", "madry", "guardian-two-step"])
-def test_chunked_cpu_forward_matches_one_batch_with_its_gradients(name, monkeypatch):
+def test_chunked_cpu_forward_matches_one_batch_with_its_gradients(name):
     """Large CPU batches run in chunks of CPU_CHUNK (faster, cache-sized); logits and input gradients must be those
     of the whole batch at once, up to floating-point order."""
     torch.manual_seed(0)
@@ -127,8 +127,10 @@ def test_chunked_cpu_forward_matches_one_batch_with_its_gradients(name, monkeypa
 
     chunked = run()
     assert calls == [128, 128, 44]
-    monkeypatch.setattr(registry, "CPU_CHUNK", 10 ** 6)
-    whole = run()
-    assert calls[3:] == [300]
+    with pytest.raises(RuntimeError), registry.cpu_chunk(None):   # restored after an error too
+        raise RuntimeError
+    with registry.cpu_chunk(None):
+        whole = run()
+    assert calls[3:] == [300] and registry.CPU_CHUNK == 128
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-4, atol=1e-5)

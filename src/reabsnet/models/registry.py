@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -25,6 +26,18 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 # 2,810 images/s on 500 images in chunks of 128 against 2,065 as one batch; whole attacks on 200 images run 1.25-1.3x
 # faster (bench/attacks.py, docs/benchmarks.md). GPUs want the whole batch, so only CPU inputs are chunked.
 CPU_CHUNK = 128
+
+
+@contextlib.contextmanager
+def cpu_chunk(size: int | None) -> Iterator[None]:
+    """Inside the block, CPU passes run in chunks of `size` images (None: the whole batch at once); the previous
+    size comes back after it, also on an exception. For benchmarks that show the chunking's share."""
+    global CPU_CHUNK
+    saved, CPU_CHUNK = CPU_CHUNK, size or 10 ** 9
+    try:
+        yield
+    finally:
+        CPU_CHUNK = saved
 
 
 def in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
