@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from homes import copy_networks
 from reabsnet.cli import main
 
 
@@ -16,10 +16,7 @@ def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys, smoke
     # the session's smoke master (trained by the same train_master the command calls) seeds this home, so the
     # first command reuses it; the third command below trains init, teacher and master from scratch
     run = home / "runs" / "mnist" / "smoke"
-    run.mkdir(parents=True)
-    for name in ("init", "teacher", "master"):
-        for suffix in (".safetensors", ".json"):
-            shutil.copy2(shared_home / "runs" / "mnist" / "smoke" / f"{name}{suffix}", run)
+    copy_networks(shared_home / "runs" / "mnist" / "smoke", run, ("init", "teacher", "master"))
     assert main(["-q", "train", "master", "--profile", "smoke", "--home", str(home), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "distilled at T=100" in out and "test accuracy" in out

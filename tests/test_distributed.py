@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from homes import copy_networks
 from reabsnet.artifacts import is_valid, read_json
 from reabsnet.attacks.run import load_set
 
@@ -52,12 +53,8 @@ def _home_with_models(smoke_run: Path, tmp_path: Path) -> Path:
     rebuild), sharing the MNIST cache."""
     home = tmp_path / "home"
     run = home / "runs" / "mnist" / "smoke"
-    run.mkdir(parents=True)
     shutil.copytree(smoke_run.parents[2] / "data", home / "data", symlinks=True)
-    for f in smoke_run.iterdir():
-        if f.is_file() and f.suffix in (".safetensors", ".json") and f.stem in ("init", "teacher", "master",
-                                                                                  "guardian", "madry"):
-            shutil.copy2(f, run / f.name)
+    copy_networks(smoke_run, run, ("init", "teacher", "master", "guardian", "madry"))
     for sub in ("attacks-madry", "attacks-pgd", "attacks-madry-pgd"):
         shutil.copytree(smoke_run / sub, run / sub)
     return home
