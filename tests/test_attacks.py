@@ -179,3 +179,22 @@ def test_attacks_work_inside_a_callers_no_grad(small_model, batch):
     with torch.no_grad():
         assert deepfool(small_model, x[:8], y[:8]).success.all()
         assert fgsm(small_model, x[:8], y[:8]).x_adv.shape == x[:8].shape
+
+
+def test_deepfool_margin_gradients_are_the_class_gradient_differences():
+    from reabsnet.attacks.deepfool import margin_gradients
+    from reabsnet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("master").eval()
+    x = torch.rand(5, 1, 28, 28) - 0.5
+    label = torch.tensor([0, 1, 2, 3, 4])
+    cand = torch.tensor([[1, 2], [0, 9], [5, 3], [3, 3], [8, 0]])   # a repeated candidate is fine too
+    f, w = margin_gradients(model, x, label, cand)
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    per_class = torch.stack([torch.autograd.grad(logits[:, c].sum(), xg, retain_graph=True)[0] for c in range(10)])
+    rows = torch.arange(5)
+    for j in range(cand.shape[1]):
+        torch.testing.assert_close(f[:, j], (logits[rows, cand[:, j]] - logits[rows, label]).detach())
+        torch.testing.assert_close(w[j], per_class[cand[:, j], rows] - per_class[label, rows], rtol=1e-4, atol=1e-6)
