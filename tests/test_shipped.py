@@ -3,11 +3,10 @@ SHA-256 like any other artifact, refused when modified, ignored with --retrain."
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
+from homes import copy_networks
 from reabsnet.artifacts import verify
 from reabsnet.cli import main
 from reabsnet.errors import ReabsnetError
@@ -42,11 +41,7 @@ def no_training(monkeypatch):
 def shipped_smoke(tmp_path, smoke_run):
     """The smoke run's networks laid out as shipped models: <root>/mnist/smoke/<name>.safetensors + .json."""
     root = tmp_path / "models"
-    dest = root / "mnist" / "smoke"
-    dest.mkdir(parents=True)
-    for name in NETWORKS:
-        for ext in (".safetensors", ".json"):
-            shutil.copyfile(smoke_run / f"{name}{ext}", dest / f"{name}{ext}")
+    copy_networks(smoke_run, root / "mnist" / "smoke", NETWORKS)
     return root
 
 

@@ -2,9 +2,8 @@
 
 Each iteration linearises the classifier at the current point and steps to the nearest linearised decision
 boundary among the candidate classes; steps accumulate in r_tot and the point is x + (1 + overshoot) * r_tot.
-Examples that have crossed stop costing compute: the batch is compacted to the still-robust examples every
-iteration. Each iteration judges the batch without a graph, then spends one forward and K backward passes (the candidate
-margins' gradients) on the examples still running only.
+Examples that have crossed stop costing compute: each iteration judges the batch without a graph, compacts it to
+the still-robust examples, and spends one forward and K backward passes (the candidate margins' gradients) on those.
 """
 
 from __future__ import annotations
