@@ -60,8 +60,8 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
         out["cw-l2"]["foolbox"] = run_fb(fb.attacks.L2CarliniWagnerAttack(
             binary_search_steps=l2["binary_search_steps"], steps=l2["max_iterations"], stepsize=l2["learning_rate"],
             confidence=l2["confidence"], initial_const=l2["initial_const"], abort_early=True))
-    except ImportError:
-        pass
+    except ImportError as exc:   # a peer not installed: its rows are left out, and said so
+        print(f"foolbox unavailable: {exc}")
     try:
         from art.attacks.evasion import (
             AutoProjectedGradientDescent,
@@ -103,8 +103,8 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
             out["square"]["ART"] = run_art(SquareAttack(clf, norm=np.inf if sq["norm"] == "linf" else 2,
                                                         eps=sq["eps"], max_iter=sq["queries"], p_init=sq["p_init"],
                                                         nb_restarts=1, batch_size=n, verbose=False))
-    except ImportError:
-        pass
+    except ImportError as exc:   # a peer not installed: its rows are left out, and said so
+        print(f"ART unavailable: {exc}")
     try:
         import torchattacks as ta
 
@@ -144,8 +144,8 @@ def peers(model: nn.Module, settings: dict[str, dict]) -> dict[str, dict[str, Ca
                          n_classes=aa["targets"] + 1, seed=0),
                 ta.Square(shifted, norm=norm[aa["norm"]], eps=aa["eps"], n_queries=aa["queries"], n_restarts=1,
                           seed=0)]))
-    except ImportError:
-        pass
+    except ImportError as exc:   # a peer not installed: its rows are left out, and said so
+        print(f"torchattacks unavailable: {exc}")
     return out
 
 
@@ -168,6 +168,8 @@ def main() -> None:
     model, _ = load_model(args.model)
     model = place(model, "cuda" if torch.cuda.is_available() else "cpu").eval()
     device = next(model.parameters()).device
+    print(f"torch {torch.__version__}, " + (f"cuda ({torch.cuda.get_device_name(device)}), full fp32 (no TF32)"
+                                            if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"))
     x_all, y_all = data.load("mnist").split("test")
     names = args.attacks.split(",")
     libraries = args.libraries.split(",")
@@ -182,7 +184,8 @@ def main() -> None:
         x, y = x_all[:n].to(device), y_all[:n].to(device)
         runs = {"reabsnet": lambda x, y, name=name: ATTACKS[name](model, x, y, **get_preset(name, args.preset)
                                                                   .settings).x_adv}
-        runs["reabsnet, whole batch"] = lambda x, y, ours=runs["reabsnet"]: _whole_batch(ours, x, y)
+        if device.type == "cpu":     # the CPU chunking's share (GPUs always take the whole batch)
+            runs["reabsnet, whole batch"] = lambda x, y, ours=runs["reabsnet"]: _whole_batch(ours, x, y)
         runs.update(table.get(name, {}))
         rows = {}
         # warm-up at the timed batch shape: oneDNN builds its kernels per shape, and whoever ran first would pay
@@ -192,8 +195,10 @@ def main() -> None:
             if lib.split(",")[0] not in libraries:
                 continue
             fn(x[:4], y[:4])                  # warm-up: one-off library initialisation
+            _sync(device)
             start = time.perf_counter()
             x_adv = fn(x, y)
+            _sync(device)
             seconds = time.perf_counter() - start
             res = finish(model, x, torch.as_tensor(x_adv).to(device).float().view_as(x),
                          y, None, torch.zeros_like(y), BOX)
@@ -210,6 +215,11 @@ def main() -> None:
                 up = f"{speed / fastest:.1f}x all; " + (f"{speed / max(strong):.1f}x as strong" if strong else
                                                         "no peer as strong")
             print(f"| {name} | {lib} | {n} | {speed:.1f} | {rate:.1%} | {l2} | {linf} | {up} |", flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":          # time the work, not its launch
+        torch.cuda.synchronize(device)
 
 
 def _whole_batch(run: Callable, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

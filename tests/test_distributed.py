@@ -123,3 +123,29 @@ def test_a_failing_rank_exits_non_zero_and_the_launcher_names_its_one_line_error
     root = err[err.index("Root Cause"):]
     first = [line for line in lines if f"traceback : {line}" in root]
     assert len(first) == 1 and first[0] in err.splitlines() and "To enable traceback" not in root
+
+
+def test_one_process_takes_the_shards_on_disk_and_computes_the_rest(small_model, mnist, tmp_path):
+    """Shards made elsewhere (bench/reference_sets.py's GPU workers, or a stopped run) are merged, not redone."""
+    from reabsnet.artifacts import save_tensors
+    from reabsnet.attacks import get_attack, get_preset
+    from reabsnet.attacks.run import run_attack
+    from reabsnet.evaluation.paper import ATTACK_SPECS, SHARD, attack_sets, set_inputs, set_key
+    from reabsnet.profiles import get_profile
+
+    profile, spec, meta = get_profile("smoke"), ATTACK_SPECS[0], {"sha256": "test-model"}
+    settings = dict(get_preset(spec.attack, profile.eval.preset).settings)
+    n = SHARD + 60
+    key = set_key(profile, spec, settings, n, meta, mnist)
+    parts = tmp_path / "attacks" / ".parts" / key
+    x, y, _ = set_inputs(profile, spec, mnist, n)
+    first = run_attack(get_attack(spec.attack), small_model, x[:SHARD], y[:SHARD], settings=settings,
+                       batch_size=SHARD)
+    save_tensors(parts / "000000.safetensors", vars(first), {"key": key, "start": 0, "seconds": 100.0,
+                                                             "device": "cuda (planted)"})
+    (arrays, side), = attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n).values()
+    assert side["key"] == key and len(arrays["y"]) == n and not parts.exists()
+    assert side["device"] == "cuda (planted), cpu" and side["compute_seconds"] > 100.0
+    assert torch.equal(arrays["x_adv"][:SHARD], first.x_adv)
+    rest = run_attack(get_attack(spec.attack), small_model, x[SHARD:], y[SHARD:], settings=settings)
+    assert torch.equal(arrays["success"][SHARD:], rest.success)

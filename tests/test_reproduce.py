@@ -125,7 +125,9 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     # one seed here to keep `make test` short (the smoke profile's two seeds: `reabsnet ablate --profile smoke`);
     # the spread over seeds is tested on its own (test_ablation_summary_spreads_over_seeds)
     smoke = get_profile("smoke")
-    profile = dataclasses.replace(smoke, ablation=dataclasses.replace(smoke.ablation, seeds=1))
+    # CW-Linf's reference sets on more images than the profile's own: the profile's preset gets sets of its own on
+    # those images (CW-L2's are the first images of the profile's sets)
+    profile = dataclasses.replace(smoke, ablation=dataclasses.replace(smoke.ablation, seeds=1, n_cw_linf_reference=12))
     out, results = ablate(profile, torch.device("cpu"), home=shared_home, command="test")
     write(out, results)
     cells = results["cells"]
@@ -138,7 +140,10 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     reference = next(c for c in cells if c["preset"] == "quick" and c["guardian"] == same["guardian"])
     assert {k: v["reabsnet"]["n"] for k, v in same["attacks"].items()} == {
         k: v["reabsnet"]["n"] for k, v in reference["attacks"].items()} == {"cw-l2-u": 10, "cw-l2-t": 10,
-                                                                          "cw-linf-u": 10, "cw-linf-t": 10}
+                                                                          "cw-linf-u": 12, "cw-linf-t": 12}
+    assert sorted(p.name for p in (out / "attacks-reference-images-smoke").glob("*.npz")) == [
+        "cw-linf-t.npz", "cw-linf-u.npz"]
+    assert results["strength"]["smoke, same images"]["cw-linf-u"]["device"] == "cpu"
     assert {c["setting"] for c in cells if c["factor"] == "e"} == {
         "revise to 0.9", "revise to 0.99", "1 extra step", "3 extra steps", "L-inf DeepFool step"}
     # the modifier's settings change what it does: the L-inf step and the extra steps give other revisions

@@ -340,8 +340,8 @@ def cmd_attack(args) -> None:
 
         key = stage_key("attack-cli", args.attack, settings, args.seed, args.split, len(y), model_meta["sha256"],
                         splits.sha256, args.batch_size)
-        result = sharded_attack(attack, model, x, y, target, settings, out.parent / f".{out.stem}-parts" / key,
-                                key, shard=args.batch_size, desc=args.attack)
+        result, _ = sharded_attack(attack, model, x, y, target, settings, out.parent / f".{out.stem}-parts" / key,
+                                   key, shard=args.batch_size, desc=args.attack)
     else:
         result = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=args.batch_size,
                             desc=args.attack, device=device)

@@ -139,10 +139,14 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                      "cw-linf-u": cfg.n_cw_linf_reference, "cw-linf-t": cfg.n_cw_linf_reference}
         sets[cfg.reference_preset] = _sets(profile, splits, master, master_meta, out, timings, cfg.reference_preset,
                                            ref_sizes)
-        # the profile's sets on the reference sets' images, so the two presets compare on the same images
+        # the profile's sets on the reference sets' images, so the two presets compare on the same images: the
+        # first images of the profile's sets, or sets of their own where the reference sets are the larger
+        larger = {k: n for k, n in ref_sizes.items() if n > sizes[k]}
+        own = _sets(profile, splits, master, master_meta, out, timings, preset, larger, tag="reference-images-")
         sets[f"{preset}, same images"] = {
-            k: ({name: v[:n] if v is not None else None for name, v in sets[preset][k][0].items()},
-                sets[preset][k][1]) for k, n in ref_sizes.items()}
+            k: own[k] if k in own else
+            ({name: v[:n] if v is not None else None for name, v in sets[preset][k][0].items()},
+             {**sets[preset][k][1], "sliced": True}) for k, n in ref_sizes.items()}
     # factor c: CW examples of training images, for the guardian trained on DeepFool + CW
     cw_train = attack_sets(profile, splits, master, master_meta, out, timings,
                            specs=[SPECS["cw-l2-u"], SPECS["cw-linf-u"]], subdir=f"train-attacks-{preset}",
@@ -153,14 +157,18 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
     plain_sets = {f"{preset}, {UNDISTILLED}": _sets(profile, splits, plain, plain_meta, out, timings, preset, sizes,
                                                     tag="undistilled-")}
     # seconds each artifact took to build, whenever it was built (from the sidecars), and each cell's evaluation
-    built = {f"attack set {name}/{k}": meta["seconds"] for name, group in {**sets, **plain_sets}.items()
-             for k, (_, meta) in group.items() if not name.endswith("same images")}
+    built = {f"attack set {name}/{k}" + (f" ({meta['device']})" if meta.get("device", "cpu") != "cpu" else ""):
+             meta.get("compute_seconds", meta["seconds"]) for name, group in {**sets, **plain_sets}.items()
+             for k, (_, meta) in group.items() if not meta.get("sliced")}
     built |= {f"attack set {k} on training images (factor c)": meta["seconds"] for k, (_, meta) in cw_train.items()}
     built["undistilled master (training)"] = plain_meta["training"]["seconds"]
     strength = {name: {k: {**set_stats(plain if name in plain_sets else master, arrays),
-                           "preset_note": meta["preset_note"]} for k, (arrays, meta) in group.items()}
+                           "preset_note": meta["preset_note"], "device": meta.get("device", "cpu"),
+                           "seconds": meta.get("compute_seconds", meta["seconds"])}
+                       for k, (arrays, meta) in group.items()}
                 for name, group in {**sets, **plain_sets}.items()}
-    strength_train = {k: {**set_stats(master, arrays), "preset_note": meta["preset_note"]}
+    strength_train = {k: {**set_stats(master, arrays), "preset_note": meta["preset_note"],
+                          "device": meta.get("device", "cpu"), "seconds": meta["seconds"]}
                       for k, (arrays, meta) in cw_train.items()}
 
     m = profile.modifier
@@ -343,15 +351,15 @@ def render(results: dict) -> str:
     lines += ["", "![ablation](ablation.png)", "", "## Factor a: attack strength (the master alone)", "",
               "Each set against the master it attacks (factor f's against the undistilled master; the training-image "
               "sets are factor c's guardian data).", "",
-              "| set | images | preset | success | median L2 | median L-inf | median margin (best other - true) |",
-              "|---|---|---|---|---|---|---|"]
+              "| set | images | preset | success | median L2 | median L-inf | median margin (best other - true) | "
+              "built on |", "|---|---|---|---|---|---|---|---|"]
     strength = list(results["strength"].items())
     if results.get("strength_train"):
         strength.append(("training images", results["strength_train"]))
     for name, group in strength:
         for key, s in group.items():
             lines.append(f"| {key} | {name} | {s['preset_note']} | {_r(s['success'])} | {_f(s['median_l2'])} | "
-                         f"{_f(s['median_linf'])} | {_f(s['median_margin'])} |")
+                         f"{_f(s['median_linf'])} | {_f(s['median_margin'])} | {s.get('device', 'cpu')} |")
     if results.get("undistilled_master"):
         u = results["undistilled_master"]
         lines += ["", f"Factor f's master (not distilled, same recipe at T = 1): test accuracy "
@@ -383,7 +391,9 @@ def render(results: dict) -> str:
               f"{cfg['n_adaptive']} test images), per guardian", "", "| guardian | robust accuracy |", "|---|---|"]
     lines += [f"| {g} | {_r(r)} |" for g, r in results["adaptive_linf_0.1"].items()]
     lines += ["", "## Compute time", "",
-              "Seconds each artifact took to build, whenever it was built (the master and the guardians' shared "
+              "Seconds each artifact took to build, whenever and wherever it was built (a set built in shards: "
+              "the shards' seconds summed; the device in brackets where it was a GPU; the master and the "
+              "guardians' shared "
               "DeepFool data are not counted here), and each cell's evaluation in this run.", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["build_seconds"].items()]

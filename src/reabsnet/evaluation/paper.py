@@ -25,6 +25,7 @@ from reabsnet.defense import ReabsNet
 from reabsnet.errors import ReabsnetError
 from reabsnet.evaluation.stats import detection_at_fpr, rate, roc_auc
 from reabsnet.profiles import Profile
+from reabsnet.runtime import describe
 from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,23 @@ def set_size(profile: Profile, spec: AttackSpec, baseline: bool = False) -> int:
     return {"cw-l2": cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
 
 
+def set_key(profile: Profile, spec: AttackSpec, settings: dict, size: int, model_meta: dict, splits: Splits,
+            split: str = "test", picked: list[int] | None = None) -> str:
+    """The stage key of an attack set: what it attacks, how, on which images (not where it was computed)."""
+    return stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
+                     splits.sha256, *(() if split == "test" else (split,)), *(() if picked is None else (picked,)))
+
+
+def set_inputs(profile: Profile, spec: AttackSpec, splits: Splits, size: int, split: str = "test",
+               picked: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, y, target) of an attack set: the first `size` images of `split` (those at `picked` among them)."""
+    x, y = splits.split(split)
+    x, y = x[:size], y[:size]
+    if picked is not None:
+        x, y = x[picked], y[picked]
+    return x, y, (random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None)
+
+
 def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
                 timings: dict, specs: list[AttackSpec] = ATTACK_SPECS, subdir: str = "attacks", n: int | None = None,
                 baseline: bool = False, split: str = "test", indices: torch.Tensor | None = None
@@ -78,7 +96,6 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
     sizes; `baseline` picks the baseline's CW-L2 size. `indices` (positions among those first images) attacks only
     them, e.g. the ones earlier attacks left standing; the set then holds just those, in that order."""
     picked = indices.tolist() if indices is not None else None
-    x_test, y_test = splits.split(split)
     sets = {}
     for order, spec in enumerate(specs):
         size = n or set_size(profile, spec, baseline)
@@ -86,28 +103,26 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
         settings = {**preset.settings, **(spec.settings or {})}
         note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
         path = out / subdir / f"{spec.key}.npz"
-        key = stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
-                        splits.sha256, *(() if split == "test" else (split,)),
-                        *(() if picked is None else (picked,)))
+        key = set_key(profile, spec, settings, size, model_meta, splits, split, picked)
         distributed.barrier()          # under torchrun every rank decides on the same files
         if not is_valid(path, key):
             began = time.perf_counter()
-            x, y = x_test[:size], y_test[:size]
-            if picked is not None:
-                x, y = x[picked], y[picked]
-            target = random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None
+            x, y, target = set_inputs(profile, spec, splits, size, split, picked)
             attack, desc = get_attack(spec.attack), f"{spec.title} ({subdir})"
-            if distributed.active():
-                result = sharded_attack(attack, model, x, y, target, settings, path.parent / ".parts" / key, key,
-                                        first_owner=order, desc=desc)
+            # shards on disk (from torchrun's ranks, or from bench/reference_sets.py's GPU workers) are reused
+            if distributed.active() or (path.parent / ".parts" / key).is_dir():
+                result, shards = sharded_attack(attack, model, x, y, target, settings, path.parent / ".parts" / key,
+                                                key, first_owner=order, desc=desc)
             else:
                 result = run_attack(attack, model, x, y, target=target, settings=settings, desc=desc)
+                shards = {"device": describe(next(model.parameters()).device)}
             seconds = time.perf_counter() - began
             if distributed.is_main():
                 save_set(path, x, y, target, result, {
                     "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
                     "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
                     "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
+                    **shards,
                     **({} if picked is None else {"indices": picked})})
                 shutil.rmtree(path.parent / ".parts" / key, ignore_errors=True)
                 with contextlib.suppress(OSError):     # the folder goes once no other set has parts in it
@@ -120,10 +135,12 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
 
 def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                    settings: dict, parts: Path, key: str, *, first_owner: int = 0, shard: int = SHARD,
-                   desc: str = "attack") -> AttackResult:
+                   desc: str = "attack") -> tuple[AttackResult, dict]:
     """`run_attack` under torchrun: the images cut into shards of `shard` (run_attack's batch, so each shard is
     computed exactly as one process computes it), each rank computing the shards it owns (round robin from
-    `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all."""
+    `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all.
+    One process with shards on disk (another machine's, or its own before it was stopped) computes the rest.
+    Returns the result and where and how long its shards were computed (seconds summed over shards)."""
     starts = range(0, len(x), shard)
     ready = [is_valid(parts / f"{start:06d}.safetensors", key) for start in starts]
     log.info("%s: %d of %d shards on disk, %d ranks compute the rest", desc, sum(ready), len(ready),
@@ -132,17 +149,32 @@ def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t
         part = parts / f"{start:06d}.safetensors"
         if distributed.owns(first_owner + j) and not ready[j]:
             sl = slice(start, start + shard)
-            res = run_attack(attack, model, x[sl], y[sl], target=target[sl] if target is not None else None,
-                             settings=settings, batch_size=shard, desc=f"{desc} {start:,}+")
-            save_tensors(part, {k: v.contiguous() for k, v in vars(res).items()}, {"key": key, "start": start})
+            save_shard(part, key, start, attack, model, x[sl], y[sl], target[sl] if target is not None else None,
+                       settings, shard, desc)
     distributed.barrier()
-    pieces = []
+    pieces, seconds, devices = [], 0.0, []
     for start in starts:
         part = parts / f"{start:06d}.safetensors"
         if not is_valid(part, key):
             raise ReabsnetError(f"{part}: attack shard missing or corrupt after it was built")
-        pieces.append(load_tensors(part)[0])
-    return AttackResult(**{k: torch.cat([p[k] for p in pieces]) for k in pieces[0]})
+        tensors, meta = load_tensors(part)
+        pieces.append(tensors)
+        seconds += meta.get("seconds", 0.0)
+        devices.append(meta.get("device", "cpu"))
+    result = AttackResult(**{k: torch.cat([p[k] for p in pieces]) for k in pieces[0]})
+    return result, {"device": ", ".join(dict.fromkeys(devices)), "compute_seconds": seconds}
+
+
+def save_shard(part: Path, key: str, start: int, attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               target: torch.Tensor | None, settings: dict, shard: int = SHARD, desc: str = "attack") -> float:
+    """Compute one shard of an attack set (images start.. of the set) and write it atomically; returns seconds."""
+    began = time.perf_counter()
+    res = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=shard,
+                     desc=f"{desc} {start:,}+")
+    seconds = time.perf_counter() - began
+    save_tensors(part, {k: v.contiguous() for k, v in vars(res).items()},
+                 {"key": key, "start": start, "seconds": seconds, "device": describe(next(model.parameters()).device)})
+    return seconds
 
 
 def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:
