@@ -1,8 +1,8 @@
 """Cross-check of the robustness ensemble against torchattacks (marked `peers`: run by hand with -m peers).
 
 On the shipped Madry-style baseline (`models/mnist/paper/madry`), the first 200 test images, L-inf eps 0.3:
-our AutoAttack-standard ensemble's robust accuracy within 1 point of torchattacks' `AutoAttack` (which also runs
-FAB-T, ours does not), and our Square at least as strong as torchattacks' `Square` at the same budget.
+our AutoAttack-standard ensemble's robust accuracy within 1 point of torchattacks' `AutoAttack` (both run APGD-CE,
+APGD-T, FAB-T and Square), and our Square and FAB-T each at least as strong as torchattacks' at the same budget.
 The test installs torchattacks (--no-deps; it imports scipy) into the running environment if it is missing.
 """
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from peer_install import import_or_install
-from reabsnet.attacks import robust_accuracy, square
+from reabsnet.attacks import fab_t, robust_accuracy, square
 from reabsnet.models import load_model
 from reabsnet.stages import SHIPPED_MODELS
 
@@ -68,3 +68,14 @@ def test_square_matches_torchattacks(ta, madry_batch):
     ours_acc = 1 - float(ours.success.float().mean())
     print(f"Square robust accuracy: ours {ours_acc:.3f}, torchattacks {theirs_acc:.3f}")
     assert ours_acc <= theirs_acc + 0.01 + 1e-9
+
+
+def test_fab_t_matches_torchattacks(ta, madry_batch):
+    model, x, y = madry_batch
+    ours = fab_t(model, x, y, eps=0.3, norm="linf")
+    adv = ta.FAB(FromUnit(model).eval(), norm="Linf", eps=0.3, steps=100, n_restarts=1, alpha_max=0.1, eta=1.05,
+                 beta=0.9, multi_targeted=True, n_classes=10, seed=0)(x + 0.5, y) - 0.5
+    theirs_ok = (model(adv).argmax(1) != y) & ((adv - x).flatten(1).abs().amax(1) <= 0.3 + 1e-5)
+    ours_acc, theirs_acc = 1 - float(ours.success.float().mean()), 1 - float(theirs_ok.float().mean())
+    print(f"FAB-T robust accuracy: ours {ours_acc:.3f}, torchattacks {theirs_acc:.3f}")
+    assert (ours.linf <= 0.3 + 1e-6).all() and ours_acc <= theirs_acc + 0.01 + 1e-9

@@ -1,4 +1,4 @@
-"""The complete robustness evaluation's attacks: Square (score-based), APGD-T, and the AutoAttack-standard
+"""The complete robustness evaluation's attacks: Square (score-based), APGD-T, FAB-T, and the AutoAttack-standard
 ensemble (`autoattack`, `robust_accuracy`)."""
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_autoattack_is_the_worst_case_of_its_members(small_model, batch):
     settings = {"eps": 0.1, "steps": 10, "targets": 2, "queries": 100}
     record: dict = {}
     res = autoattack(small_model, x, y, record=record, **settings)
-    assert list(record) == ["clean", "apgd-ce", "apgd-t", "square"]
+    assert list(record) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     values = list(record.values())
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))   # each attack only removes examples
     assert abs(record["square"] - (1 - res.success.float().mean())) < 1e-6
@@ -123,7 +123,7 @@ def test_autoattack_is_the_worst_case_of_its_members(small_model, batch):
     assert not (first.success & ~res.success).any()
     assert (res.linf <= 0.1 + 1e-5).all()
     summary = robust_accuracy(small_model, x, y, batch_size=20, **settings)
-    assert summary["n"] == len(y) and summary["attacks"] == ["apgd-ce", "apgd-t", "square"]
+    assert summary["n"] == len(y) and summary["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert summary["robust_accuracy"] <= summary["after"]["apgd-ce"] <= summary["clean"]
     assert get_attack("autoattack") is autoattack and get_attack("square") is square
 
@@ -135,3 +135,52 @@ def test_new_attacks_refuse_bad_settings_before_any_work(small_model, batch):
                  lambda: robust_accuracy(small_model, x, y, version="plus")):
         with pytest.raises(SettingError):
             call()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_boundary_step_is_the_smallest_step_to_the_hyperplane_inside_the_box(norm):
+    from reabsnet.attacks.fab import boundary_step
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.rand(64, 50, generator=gen) - 0.5
+    w = torch.randn(64, 50, generator=gen)
+    w[:, :5] = 0                                   # coordinates the hyperplane ignores stay put
+    c = torch.randn(64, generator=gen) * 2
+    c[:4] = torch.tensor([40.0, -40.0, 0.0, 1e-3])  # out of the box's reach (both sides), on the plane, just off
+    d = boundary_step(p, w, c, (-0.5, 0.5), norm)
+    assert ((p + d) >= -0.5 - 1e-6).all() and ((p + d) <= 0.5 + 1e-6).all() and (d[:, :5] == 0).all()
+    room = torch.where(w * c.sign()[:, None] > 0, 0.5 - p, p + 0.5)
+    reachable = (w.abs() * room).sum(1) >= c.abs()
+    assert not reachable[:2].all() and reachable[2:].all()
+    assert torch.allclose((w * d).sum(1)[reachable], c[reachable], atol=1e-5)
+    # where out of reach: as far toward the plane as the box allows
+    assert torch.allclose(d[~reachable], (room * (w * c.sign()[:, None]).sign())[~reachable])
+    # the smallest such step: an independent bisection on the step's scale t (d_i = min(t m_i, r_i) toward it)
+    scale = w.abs() if norm == "l2" else torch.ones_like(w)
+    lo, hi = torch.zeros(64), torch.full((64,), 1e3)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        ok = (w.abs() * torch.minimum(mid[:, None] * scale, room)).sum(1) >= c.abs()
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    ref = torch.minimum(hi[:, None] * scale, room) * (w * c.sign()[:, None]).sign()
+    assert torch.allclose(d[reachable], ref[reachable], atol=1e-5)
+
+
+def test_fab_t_breaks_what_apgd_t_breaks_within_eps_with_smaller_perturbations(small_model, batch):
+    from reabsnet.attacks import fab_t
+
+    x, y = batch
+    fab = fab_t(small_model, x, y, eps=0.1, steps=20, targets=3)
+    targeted = apgd_t(small_model, x, y, eps=0.1, steps=20, targets=3)
+    assert fab.success.any() and fab.success.float().mean() >= targeted.success.float().mean() - 2 / len(y)
+    with torch.no_grad():
+        assert torch.equal(fab.success, small_model(fab.x_adv).argmax(1) != y)
+    assert (fab.linf <= 0.1 + 1e-6).all() and torch.equal(fab.x_adv[~fab.success], x[~fab.success])
+    # a minimal-distance attack: its points sit inside the bound, where APGD's sit on it
+    attacked = fab.success & (small_model(x).argmax(1) == y)
+    assert fab.linf[attacked].median() < 0.9 * 0.1
+    assert get_attack("fab-t") is fab_t
+    with pytest.raises(SettingError, match="target"):
+        fab_t(small_model, x, y, target=y)
+    with pytest.raises(SettingError):
+        fab_t(small_model, x, y, beta=1.0)

@@ -10,6 +10,7 @@ from reabsnet.attacks.carlini_wagner import carlini_wagner_l2, carlini_wagner_li
 from reabsnet.attacks.common import BOX, AttackResult, finish, frozen, margin, random_targets
 from reabsnet.attacks.deepfool import deepfool, deepfool_binary
 from reabsnet.attacks.ensemble import autoattack, robust_accuracy
+from reabsnet.attacks.fab import fab_t
 from reabsnet.attacks.fgsm import fgsm
 from reabsnet.attacks.pgd import pgd
 from reabsnet.attacks.presets import PRESETS, Preset, get_preset
@@ -21,6 +22,7 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "pgd": pgd,
     "apgd": apgd,
     "apgd-t": apgd_t,
+    "fab-t": fab_t,
     "square": square,
     "autoattack": autoattack,
     "deepfool": deepfool,
@@ -37,5 +39,6 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
 
 
 __all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "apgd_t",
-           "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fgsm", "finish",
-           "frozen", "get_attack", "get_preset", "margin", "pgd", "random_targets", "robust_accuracy", "square"]
+           "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fab_t",
+           "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "pgd", "random_targets",
+           "robust_accuracy", "square"]

@@ -28,9 +28,15 @@ _PRESETS = [
            "reduced: 3 target classes of 10 steps (reference 9 of 100)"),
     Preset("square", "paper", {}, "auto-attack's standard Square: 5,000 queries, p_init 0.8, margin loss"),
     Preset("square", "smoke", {"queries": 200}, "reduced: 200 queries (reference 5,000)"),
-    Preset("autoattack", "paper", {}, "AutoAttack standard without FAB-T: APGD-CE, APGD-T (9 targets), Square 5,000"),
+    Preset("fab-t", "paper", {}, "auto-attack's FAB-T: the 9 top other classes, 100 iterations each, alpha_max 0.1, "
+           "eta 1.05, beta 0.9"),
+    Preset("fab-t", "smoke", {"steps": 10, "targets": 3},
+           "reduced: 3 target classes of 10 iterations (reference 9 of 100)"),
+    Preset("autoattack", "paper", {}, "AutoAttack standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), "
+           "Square 5,000"),
     Preset("autoattack", "smoke", {"steps": 10, "targets": 3, "queries": 200},
-           "reduced: APGD 10 steps, APGD-T 3 targets, Square 200 queries (reference 100, 9, 5,000)"),
+           "reduced: APGD and FAB 10 steps, APGD-T and FAB-T 3 targets, Square 200 queries (reference 100, 9, "
+           "5,000)"),
     Preset("deepfool", "paper", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("deepfool", "quick", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("cw-l2", "paper", {}),

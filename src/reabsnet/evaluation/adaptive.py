@@ -15,8 +15,8 @@ all of them (the worst case per example):
 - then, as in the AutoAttack protocol, each only on the images every earlier attack left standing: joint APGD-T
   (targeted DLR toward the top other classes), Square on the joint score (gradient-free; negative exactly when the
   label is wrong and the guardian does not flag) and Square on the pipeline's output (the modifier included).
-The master alone and the Madry-style baseline face AutoAttack's standard ensemble (APGD-CE, then APGD-T and Square
-on the survivors; FAB-T is not implemented) and APGD-DLR on all images; both numbers are reported.
+The master alone and the Madry-style baseline face AutoAttack's standard ensemble (APGD-CE, then APGD-T, FAB-T and
+Square on the survivors) and APGD-DLR on all images; both numbers are reported.
 Also reported: the selective-classification view (reject flagged inputs instead of revising them: an outcome is
 acceptable when the input is rejected or classified correctly), and Carlini et al. (2019)'s sanity checks, among
 them how many images Square broke that every gradient attack left standing (gradient masking, where not zero).
@@ -55,20 +55,24 @@ def apgd_spec(prefix: str, norm: str, eps: float, loss: str, cfg, reject: int | 
 
 
 def survivor_spec(prefix: str, attack: str, norm: str, eps: float, cfg, reject: int | None) -> AttackSpec:
-    """APGD-T, Square or the tuned attack's long APGD-DLR, run on the images earlier attacks left standing."""
+    """APGD-T, FAB-T, Square or the tuned attack's long APGD-DLR, run on the images earlier attacks left
+    standing."""
     queries = cfg.pipeline_queries if prefix == "pipeline" else cfg.queries
     budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": queries},
+              "fab-t": {"steps": cfg.steps, "targets": cfg.targets},
               "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1}}[attack]
     settings = {"eps": eps, "norm": norm, **budget}
     if reject is not None:
         settings["reject"] = reject
-    title = {"apgd-t": "APGD-T", "square": "Square", "apgd": f"APGD-DLR x{TUNED_STEPS} steps"}[attack]
+    title = {"apgd-t": "APGD-T", "square": "Square", "fab-t": "FAB-T", "apgd": f"APGD-DLR x{TUNED_STEPS} steps"}[
+        attack]
     return AttackSpec(f"{prefix}-{attack}-{norm}-{eps:.2f}", f"{prefix} {title} {norm} {eps:g}", attack, False,
                       settings)
 
 
 # the survivor attacks in their order; the tuned one (against a hardened guardian) only where asked for
 SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "square"), ("pipeline", "square"))
+BASELINE_SURVIVORS = ("apgd-t", "fab-t", "square")   # the standard ensemble after APGD-CE, in auto-attack's order
 TUNED_STEPS = 5          # the tuned attack's steps, times the profile's APGD steps
 TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
 
@@ -129,7 +133,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                             digest(master_meta, guardian_meta, extra=("joint", TUNED_THRESHOLD))) if tuned else None,
     }
     for who in ("master", "madry"):
-        for attack in ("apgd-t", "square"):
+        for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either
             attacked[(who, attack)] = attacked[(who, "dlr")]
 
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
@@ -214,10 +218,10 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                 key, (arrays, _) = run_apgd(who, loss, norm, eps)
                 fooled[loss] = arrays["label"] != y
                 per_attack[key] = {who: rate(clean_ok & ~fooled[loss])}
-            # the standard ensemble: APGD-CE, then APGD-T and Square on what it left standing
+            # the standard ensemble: APGD-CE, then APGD-T, FAB-T and Square on what it left standing
             standard = clean_ok & ~fooled["ce"]
             model = attacked[(who, "dlr")][0]
-            for attack in ("apgd-t", "square"):
+            for attack in BASELINE_SURVIVORS:
                 key, x_adv, k = on_standing(who, attack, norm, eps, standard)
                 broke = standard & (predict_logits(model, x_adv).argmax(1) != y)
                 per_attack[key] = {"attacked": k, "broke": {who: int(broke.sum())}}

@@ -199,9 +199,10 @@ def _adaptive(r: dict) -> list[str]:
              "(targeted DLR toward the top other classes), Square on the joint score (gradient-free; the attacker "
              "wins when the label is wrong and the guardian does not flag) and Square on the pipeline's output (the "
              "modifier included). The master alone and the Madry-style baseline face AutoAttack's standard ensemble "
-             "(APGD-CE, then APGD-T and Square on its survivors; FAB-T not implemented) and APGD-DLR. "
+             "(APGD-CE, then APGD-T, FAB-T and Square on its survivors) and APGD-DLR. "
              f"First {a['n']} test images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); APGD-T "
-             f"{a.get('targets', '-')} target classes x {a['steps']} steps; Square {a.get('queries', '-')} queries "
+             f"{a.get('targets', '-')} target classes x {a['steps']} steps, FAB-T the same; Square "
+             f"{a.get('queries', '-')} queries "
              f"per image on the joint score and the baselines, {a.get('pipeline_queries', '-')} on the pipeline's "
              "output (p_init 0.8; auto-attack's standard: 5,000).", "",
              "*Reject policy* is the selective-classification alternative the paper argues against: flagged inputs "
