@@ -93,8 +93,8 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
         # stronger than it plus APGD-DLR
         survivors = [v for v in b["per_attack"].values() if "attacked" in v]
         assert {k.split("-linf")[0].split("-l2")[0] for k, v in b["per_attack"].items() if "attacked" in v} == {
-            "joint-apgd-t", "joint-square", "pipeline-square", "master-apgd-t", "master-square", "madry-apgd-t",
-            "madry-square"}
+            "joint-apgd-t", "joint-square", "pipeline-square", "master-apgd-t", "master-fab-t", "master-square",
+            "madry-apgd-t", "madry-fab-t", "madry-square"}
         assert all(sum(v["broke"].values()) <= len(v["broke"]) * v["attacked"] for v in survivors)
         assert b["madry_autoattack"]["k"] >= b["madry"]["k"] and b["selective"]["k"] >= b["reabsnet"]["k"]
         assert set(b["square_beyond_gradient"]) == {"reabsnet", "selective", "master", "madry"}
