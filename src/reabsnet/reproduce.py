@@ -108,15 +108,19 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         profile, splits, madry, madry_meta, out, attack_seconds, specs=pgd_specs(), subdir="attacks-madry-pgd",
         n=n_pgd))
     defended = build_reabsnet(profile, master, guardian)
-    results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets))
-    results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, madry_sets,
-                                                    pgd_master, pgd_madry)))
+    results: dict = {}
+    predictions: dict = {}
+    if distributed.is_main():   # Tables 1-3 are rank 0's to report: under torchrun the others would redo them in vain
+        results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets))
+        results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, madry_sets,
+                                                        pgd_master, pgd_madry)))
     if profile.adaptive.enabled:
         adaptive = timed("adaptive attacks", lambda: adaptive_evaluation(
             profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))
-        pgd = results["curves"]["pgd"]
-        adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
-                                                                           strict=True)))
+        if distributed.is_main():
+            pgd = results["curves"]["pgd"]
+            adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
+                                                                               strict=True)))
         if profile.adaptive.harden_n:
             hardened = timed("hardened guardian", lambda: train_hardened_guardian(
                 profile, splits, madry, madry_meta, guardian, guardian_meta, device, home)
