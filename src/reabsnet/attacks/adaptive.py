@@ -148,11 +148,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
     check_inputs(x, y, target, box)
     if target is not None:
         raise SettingError("apgd_t picks its own target classes (the top ones); pass no target")
-    with frozen(model), torch.no_grad():
-        logits = model(x)
-    correct = _correct_mask(logits, y, reject)
-    ranked = logits.masked_fill(correct, float("-inf")).argsort(dim=1, descending=True)
-    targets = min(targets, int((~correct[0]).sum()))
+    _, ranked, targets = top_targets(model, x, y, reject, targets)
     best = x.clone()
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -170,6 +166,17 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
             broken[idx[hit]] = True
         result = finish(model, x, best, y, None, iterations, box, reject=reject)
     return result
+
+
+def top_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reject: int | None, targets: int
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The targeted attacks' classes (auto-attack's): per example the classes ranked by the clean logits, the correct
+    ones (y, `reject`) last; returns (the clean logits, that ranking, how many targets there are to try)."""
+    with frozen(model), torch.no_grad():
+        logits = model(x)
+    correct = _correct_mask(logits, y, reject)
+    ranked = logits.masked_fill(correct, float("-inf")).argsort(dim=1, descending=True)
+    return logits, ranked, min(targets, int((~correct[0]).sum()))
 
 
 def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor | None, *, eps: float, norm: str,

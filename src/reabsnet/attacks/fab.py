@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.adaptive import _correct_mask
+from reabsnet.attacks.adaptive import top_targets
 from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
 from reabsnet.checks import SettingError
 
@@ -77,11 +77,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
     if not 0 < alpha_max <= 1 or not 0 < beta < 1 or eta < 1:
         raise SettingError(f"fab_t: need 0 < alpha_max <= 1, 0 < beta < 1, eta >= 1 (got {alpha_max}, {beta}, {eta})")
     view = (-1, *[1] * (x.dim() - 1))
-    with frozen(model), torch.no_grad():
-        logits = model(x)
-    correct = _correct_mask(logits, y, reject)
-    ranked = logits.masked_fill(correct, float("-inf")).argsort(dim=1, descending=True)
-    targets = min(targets, int((~correct[0]).sum()))
+    logits, ranked, targets = top_targets(model, x, y, reject, targets)
     best = x.clone()
     # an input the model already gets wrong is adversarial at distance 0: it is not attacked
     label = logits.argmax(1)
