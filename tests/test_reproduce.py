@@ -120,7 +120,7 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
 # .venv/bin/python -m pytest -m slow tests/test_reproduce.py
 @pytest.mark.slow
 def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home, tmp_path):
-    from reabsnet.evaluation.ablation import ablate, write
+    from reabsnet.evaluation.ablation import ablate, guardian_variants, write
 
     # one seed here to keep `make test` short (the smoke profile's two seeds: `reabsnet ablate --profile smoke`);
     # the spread over seeds is tested on its own (test_ablation_summary_spreads_over_seeds)
@@ -131,10 +131,15 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     out, results = ablate(profile, torch.device("cpu"), home=shared_home, command="test")
     write(out, results)
     cells = results["cells"]
-    # 7 guardians on the master (profile, b x 2, c x 2, d x 2) x 3 set groups (smoke, the reference preset, smoke
-    # on the reference images), the profile's guardian with 5 modifier settings x 2 groups (e), and the undistilled
-    # master's guardian on its own sets (f): 21 + 10 + 1 rows
-    assert len(cells) == 32 and {c["seed"] for c in cells} == {0}
+    # the guardians on the master (the profile's, b's other epoch counts, c x 2, d x 2) x 3 set groups (smoke, the
+    # reference preset, smoke on the reference images), the profile's guardian with 5 modifier settings x 2 groups
+    # (e), and the undistilled master's guardian on its own sets (f); a guardian whose training collapsed is
+    # reported in untrained_guardians and has no rows (e.g. the master's architecture with the guardian's recipe)
+    variants = {f"s0-{v['tag']}" for v in guardian_variants(profile)}
+    assert len(variants) == 7    # smoke trains its guardian 3 epochs, so factor b adds only 1 (GUARDIAN_EPOCHS)
+    on_master = [g for g in results["guardians"] if g != "s0-undistilled"]
+    assert len(on_master) + len(results["untrained_guardians"]) == len(variants) - 1
+    assert len(cells) == 3 * len(on_master) + 10 + 1 and {c["seed"] for c in cells} == {0}
     assert {c["factor"] for c in cells} == {"profile", "a", "b", "c", "d", "e", "f"}
     same = next(c for c in cells if c["preset"] == "smoke, same images")
     reference = next(c for c in cells if c["preset"] == "quick" and c["guardian"] == same["guardian"])
@@ -160,7 +165,8 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     assert results["undistilled_master"]["sha256"] != results["master_sha256"]
     # factor c: the CW guardian saw more training pairs than the DeepFool-only one
     guardians = results["guardians"]
-    assert set(guardians["s0-deepfool-cw"]["train_set"]) > set(guardians["s0-e2"]["train_set"])
+    own = f"s0-e{profile.guardian.train.epochs}"
+    assert set(guardians["s0-deepfool-cw"]["train_set"]) > set(guardians[own]["train_set"])
     profile_cell = base
     # the profile's own guardian is the reproduction's (reused, not retrained): same rates as its Table 2 on the
     # same images
@@ -173,8 +179,8 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     for row in results["summary"]:
         s = row["reabsnet"]
         assert s["seeds"] == 1 and s["min"] == s["mean"] == s["max"]
-    assert set(results["adaptive_linf_0.1"]) == {f"s{s}-{tag}" for s in (0,) for tag in (
-        "e1", "e2", "e3", "partial", "deepfool-cw", "arch-master", "arch-two-step", "undistilled")}
+    assert set(results["adaptive_linf_0.1"]) == set(results["guardians"]) == variants - {
+        u["guardian"] for u in results["untrained_guardians"]}
     assert results["strength"]["quick"]["cw-l2-u"]["success"]["rate"] > 0.8
     report = (out / "ABLATION.md").read_text()
     for heading in ("## Summary", "## Factor a", "## Every cell", "## Adaptive robust accuracy", "## Compute time"):
