@@ -17,7 +17,6 @@ shard and a summary.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -28,10 +27,10 @@ import torch.multiprocessing as mp
 
 from reabsnet import data
 from reabsnet.artifacts import is_valid, load_tensors, save_tensors
-from reabsnet.attacks import get_attack, get_preset
+from reabsnet.attacks import get_attack
 from reabsnet.evaluation.ablation import SPECS
-from reabsnet.evaluation.paper import SHARD, attack_sets, save_shard, set_inputs, set_key
-from reabsnet.profiles import get_profile
+from reabsnet.evaluation.paper import SHARD, attack_sets, save_shard, set_inputs, set_key, set_settings
+from reabsnet.profiles import get_profile, with_preset
 from reabsnet.runtime import resolve_device
 from reabsnet.stages import run_dir
 from reabsnet.train import train_master
@@ -44,14 +43,12 @@ def plan(profile, splits, master_meta, out, n: int, presets: list[str]) -> list[
     ones, so a deadline leaves whole sets of the first images (each preset in the order given)."""
     jobs = []
     for preset in presets:
-        p = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
+        p = with_preset(profile, preset)
         # the ablation's subdirs: reference sets under attacks-<reference>, the profile's own preset on the
         # reference images under attacks-reference-images-<preset>
         subdir = f"attacks-{preset}" if preset != profile.eval.preset else f"attacks-reference-images-{preset}"
         for key in KEYS:
-            spec = SPECS[key]
-            settings = dict(get_preset(spec.attack, preset).settings)
-            set_k = set_key(p, spec, settings, n, master_meta, splits)
+            set_k = set_key(p, SPECS[key], n, master_meta, splits)
             for start in range(0, n, SHARD):
                 part = out / subdir / ".parts" / set_k / f"{start:06d}.safetensors"
                 jobs.append({"preset": preset, "subdir": subdir, "set": key, "key": set_k, "start": start,
@@ -72,14 +69,12 @@ def _init(profile_name: str, overrides: list[str], home: str | None, device: str
 
 def _work(job: dict) -> dict:
     profile, splits, master = _STATE["profile"], _STATE["splits"], _STATE["master"]
-    p = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=job["preset"]))
-    spec = SPECS[job["set"]]
-    settings = dict(get_preset(spec.attack, job["preset"]).settings)
-    n = job["n"]
-    x, y, target = set_inputs(p, spec, splits, n)
+    p, spec = with_preset(profile, job["preset"]), SPECS[job["set"]]
+    x, y, target = set_inputs(p, spec, splits, job["n"])
     sl = slice(job["start"], job["start"] + SHARD)
     seconds = save_shard(Path(job["part"]), job["key"], job["start"], get_attack(spec.attack), master, x[sl], y[sl],
-                         target[sl] if target is not None else None, settings, desc=f"{job['preset']} {job['set']}")
+                         target[sl] if target is not None else None, set_settings(p, spec),
+                         desc=f"{job['preset']} {job['set']}")
     return {**job, "seconds": round(seconds, 1), "pid": os.getpid()}
 
 
@@ -122,7 +117,7 @@ def main() -> None:
             time.sleep(0.5)
     merged = {}
     for preset in args.presets.split(","):
-        p = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
+        p = with_preset(profile, preset)
         for key in KEYS:
             shards = [j for j in jobs if j["preset"] == preset and j["set"] == key]
             done = 0
@@ -134,8 +129,7 @@ def main() -> None:
             if done < len(shards):
                 # the finished first shards are exactly the set of their images (targets are drawn in order,
                 # so the first images' targets do not depend on the set's size): file them under that set's key
-                spec = SPECS[key]
-                small = set_key(p, spec, dict(get_preset(spec.attack, preset).settings), n, master_meta, splits)
+                small = set_key(p, SPECS[key], n, master_meta, splits)
                 for j in shards[:done]:
                     tensors, meta = load_tensors(Path(j["part"]))
                     save_tensors(out / j["subdir"] / ".parts" / small / Path(j["part"]).name, tensors,

@@ -128,15 +128,15 @@ def test_a_failing_rank_exits_non_zero_and_the_launcher_names_its_one_line_error
 def test_one_process_takes_the_shards_on_disk_and_computes_the_rest(small_model, mnist, tmp_path):
     """Shards made elsewhere (bench/reference_sets.py's GPU workers, or a stopped run) are merged, not redone."""
     from reabsnet.artifacts import save_tensors
-    from reabsnet.attacks import get_attack, get_preset
+    from reabsnet.attacks import get_attack
     from reabsnet.attacks.run import run_attack
-    from reabsnet.evaluation.paper import ATTACK_SPECS, SHARD, attack_sets, set_inputs, set_key
+    from reabsnet.evaluation.paper import ATTACK_SPECS, SHARD, attack_sets, set_inputs, set_key, set_settings
     from reabsnet.profiles import get_profile
 
     profile, spec, meta = get_profile("smoke"), ATTACK_SPECS[0], {"sha256": "test-model"}
-    settings = dict(get_preset(spec.attack, profile.eval.preset).settings)
+    settings = set_settings(profile, spec)
     n = SHARD + 60
-    key = set_key(profile, spec, settings, n, meta, mnist)
+    key = set_key(profile, spec, n, meta, mnist)
     parts = tmp_path / "attacks" / ".parts" / key
     x, y, _ = set_inputs(profile, spec, mnist, n)
     first = run_attack(get_attack(spec.attack), small_model, x[:SHARD], y[:SHARD], settings=settings,

@@ -210,6 +210,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def with_preset(profile: Profile, preset: str) -> Profile:
+    """`profile` with its attack sets at another preset (the ablation's reference sets, say)."""
+    return dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
+
+
 def get_profile(name: str, overrides: typing.Sequence[str] = ()) -> Profile:
     """The named profile with `key=value` overrides applied (dotted keys reach nested configs: master.epochs=5)."""
     try:

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, validated
 from reabsnet.attacks.pgd import _direction, _project, _random_start
 from reabsnet.checks import SettingError, check_setting
 
@@ -203,7 +203,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
         value = outcome_loss(logits, ys, loss, reject, gs)
         (grad,) = torch.autograd.grad(value.sum(), xa)
         label = logits.argmax(1)
-        fooled = (label != ys) if reject is None else (label != ys) & (label != reject)
+        fooled = is_adversarial(label, ys, None, reject)
         return value.detach(), grad.detach(), fooled
 
     for restart in range(max(1, restarts)):

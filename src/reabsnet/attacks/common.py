@@ -104,8 +104,12 @@ def norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.norm(dim=1), flat.abs().amax(dim=1)
 
 
-def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    return label == target if target is not None else label != y
+def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                   reject: int | None = None) -> torch.Tensor:
+    """The attacker's win: the target class (targeted) or any label but y, and never `reject` (JointLogits'
+    "rejected")."""
+    hit = label == target if target is not None else label != y
+    return hit & (label != reject) if reject is not None else hit
 
 
 @torch.no_grad()
@@ -118,9 +122,7 @@ def finish(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tens
     label = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x_adv), batch_size)]) \
         if len(x_adv) else y.clone()
     l2, linf = norms(x_adv - x)
-    success = is_adversarial(label, y, target)
-    if reject is not None:
-        success &= label != reject
+    success = is_adversarial(label, y, target, reject)
     return AttackResult(x_adv=x_adv, success=success, l2=l2, linf=linf, iterations=iterations.to(y.device),
                         label=label)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks.adaptive import top_targets
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, validated
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, validated
 from reabsnet.checks import SettingError
 
 
@@ -80,22 +80,19 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
     logits, ranked, targets = top_targets(model, x, y, reject, targets)
     best = x.clone()
     # an input the model already gets wrong is adversarial at distance 0: it is not attacked
-    label = logits.argmax(1)
-    wrong = (label != y) & ((label != reject) if reject is not None else True)
-    best_norm = torch.where(wrong, 0.0, float("inf"))
+    best_norm = torch.where(is_adversarial(logits.argmax(1), y, None, reject), 0.0, float("inf"))
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with frozen(model):
         for rank in range(targets):
             idx = (best_norm > eps).nonzero().squeeze(1)
-            goal = ranked[idx, rank]
-            xk = x[idx].clone()
+            x0, ys, goal = x[idx], y[idx], ranked[idx, rank]
+            xk = x0.clone()
             for _ in range(steps):
                 if not len(idx):
                     break
-                x0 = x[idx]
                 xv = xk.detach().requires_grad_(True)
                 z = model(xv)
-                g = z.gather(1, y[idx, None]).squeeze(1) - z.gather(1, goal[:, None]).squeeze(1)
+                g = z.gather(1, ys[:, None]).squeeze(1) - z.gather(1, goal[:, None]).squeeze(1)
                 (grad,) = torch.autograd.grad(g.sum(), xv)
                 with torch.no_grad():
                     # the hyperplane grad . z = grad . x_k - g(x_k); the step from p reaches it where
@@ -111,7 +108,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
                     xk = ((1 - alpha) * (xk + eta * d_k) + alpha * (x0 + eta * d_0)).clamp(*box)
                     label = model(xk).argmax(1)
                     iterations[idx] += 1
-                    fooled = (label != y[idx]) & ((label != reject) if reject is not None else True)
+                    fooled = is_adversarial(label, ys, None, reject)
                     dist = _norm(xk - x0, norm)
                     better = fooled & (dist < best_norm[idx])
                     best[idx[better]] = xk[better]
@@ -120,7 +117,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
                     # an example broken within eps is done: it leaves the batch
                     keep = best_norm[idx] > eps
                     if not keep.all():
-                        idx, goal, xk = idx[keep], goal[keep], xk[keep]
+                        idx, x0, ys, goal, xk = idx[keep], x0[keep], ys[keep], goal[keep], xk[keep]
         # auto-attack's rule: only a point within eps counts (and is returned); farther ones count as no success
         best = torch.where((best_norm <= eps).view(view), best, x)
         return finish(model, x, best, y, None, iterations, box, reject=reject)

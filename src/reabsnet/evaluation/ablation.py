@@ -39,7 +39,7 @@ from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.adaptive import REJECT, apgd_spec, digest
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER, attack_sets, median
 from reabsnet.evaluation.stats import rate
-from reabsnet.profiles import Profile
+from reabsnet.profiles import Profile, with_preset
 from reabsnet.stages import SHIPPED_MODELS, run_dir
 from reabsnet.train import train_master
 from reabsnet.train.guardian import train_guardian
@@ -84,7 +84,7 @@ def modifier_variants(profile: Profile) -> list[dict]:
 def _sets(profile: Profile, splits: Splits, master, master_meta: dict, out: Path, timings: dict, preset: str,
           sizes: dict[str, int], tag: str = "") -> dict:
     """The attack sets of `sizes` (key -> first N test images) at `preset`, under out/attacks-<tag><preset>/."""
-    p = dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
+    p = with_preset(profile, preset)
     sets = {}
     for key, n in sizes.items():
         sets.update(attack_sets(p, splits, master, master_meta, out, timings, specs=[SPECS[key]],

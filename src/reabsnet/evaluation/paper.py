@@ -70,11 +70,17 @@ def set_size(profile: Profile, spec: AttackSpec, baseline: bool = False) -> int:
     return {"cw-l2": cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
 
 
-def set_key(profile: Profile, spec: AttackSpec, settings: dict, size: int, model_meta: dict, splits: Splits,
-            split: str = "test", picked: list[int] | None = None) -> str:
+def set_settings(profile: Profile, spec: AttackSpec) -> dict:
+    """An attack set's settings: the profile's preset of its attack, then the spec's own overrides."""
+    return {**get_preset(spec.attack, profile.eval.preset).settings, **(spec.settings or {})}
+
+
+def set_key(profile: Profile, spec: AttackSpec, size: int, model_meta: dict, splits: Splits, split: str = "test",
+            picked: list[int] | None = None) -> str:
     """The stage key of an attack set: what it attacks, how, on which images (not where it was computed)."""
-    return stage_key("attack-set", spec.key, settings, size, profile.eval.target_seed, model_meta["sha256"],
-                     splits.sha256, *(() if split == "test" else (split,)), *(() if picked is None else (picked,)))
+    return stage_key("attack-set", spec.key, set_settings(profile, spec), size, profile.eval.target_seed,
+                     model_meta["sha256"], splits.sha256, *(() if split == "test" else (split,)),
+                     *(() if picked is None else (picked,)))
 
 
 def set_inputs(profile: Profile, spec: AttackSpec, splits: Splits, size: int, split: str = "test",
@@ -100,10 +106,10 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
     for order, spec in enumerate(specs):
         size = n or set_size(profile, spec, baseline)
         preset = get_preset(spec.attack, profile.eval.preset)
-        settings = {**preset.settings, **(spec.settings or {})}
+        settings = set_settings(profile, spec)
         note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
         path = out / subdir / f"{spec.key}.npz"
-        key = set_key(profile, spec, settings, size, model_meta, splits, split, picked)
+        key = set_key(profile, spec, size, model_meta, splits, split, picked)
         distributed.barrier()          # under torchrun every rank decides on the same files
         if not is_valid(path, key):
             began = time.perf_counter()
