@@ -284,16 +284,16 @@ def cmd_classify(args) -> int:
         try:
             files, skipped = list_inputs(item)
         except ReabsnetError as e:
-            print(f"reabsnet: error: {e}", file=sys.stderr)
+            _say(f"reabsnet: error: {e}")
             failed += 1
             continue
         for path in skipped:
-            print(f"reabsnet: skipped {path}: not an image or .npy/.npz file", file=sys.stderr)
+            _say(f"reabsnet: skipped {path}: not an image or .npy/.npz file")
         for path in files:   # one file at a time: memory stays bounded by the per-file limits
             try:
                 names, x = read_inputs(path, invert=args.invert)
             except ReabsnetError as e:
-                print(f"reabsnet: error: {e}", file=sys.stderr)
+                _say(f"reabsnet: error: {e}")
                 failed += 1
                 continue
             pred = defended.predict_batches(x.to(torch.float32))
@@ -326,8 +326,8 @@ def cmd_attack(args) -> None:
     out = Path(args.out or f"{args.attack}{'-targeted' if args.targeted else ''}-{args.preset}-n{args.n}.npz")
     if out.suffix != ".npz":
         raise ReabsnetError(f"--out {out}: the adversarial set is written as .npz")
+    model, model_meta = load_model(args.model)   # a wrong path fails before any rank fetches the dataset
     device = _device(args, args.dataset)
-    model, model_meta = load_model(args.model)
     model = place(model, device).eval()
     splits = data.load(args.dataset, home=args.home)
     x, y = splits.split(args.split)
@@ -356,10 +356,17 @@ def cmd_attack(args) -> None:
     distributed.barrier()
 
 
+def _say(line: str) -> None:
+    """One line on stderr in one write: print() writes the text and the newline separately, and under torchrun
+    another rank's line could land between them."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _fail(line: str, code: int) -> int:
     """Print the one-line error; under torchrun also hand it to the launcher (its reply file), whose failure
     summary then shows this line as the rank's root cause instead of "To enable traceback see: ..."."""
-    print(line, file=sys.stderr)
+    _say(line)
     reply = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if reply:
         with contextlib.suppress(OSError):   # the launcher's summary is a courtesy; the line above is the error
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReabsnetError as e:
         return _fail(f"reabsnet: error{where}: {e}", 2)
     except KeyboardInterrupt:
-        print("reabsnet: interrupted; finished stages are kept and a rerun resumes from there", file=sys.stderr)
+        _say("reabsnet: interrupted; finished stages are kept and a rerun resumes from there")
         return 130
     except Exception as e:  # a bug, not bad input: one line unless --debug
         if args.debug:
