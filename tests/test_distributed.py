@@ -149,3 +149,40 @@ def test_one_process_takes_the_shards_on_disk_and_computes_the_rest(small_model,
     assert torch.equal(arrays["x_adv"][:SHARD], first.x_adv)
     rest = run_attack(get_attack(spec.attack), small_model, x[SHARD:], y[SHARD:], settings=settings)
     assert torch.equal(arrays["success"][SHARD:], rest.success)
+
+
+def test_a_stopped_one_process_run_keeps_its_finished_shards(small_model, mnist, tmp_path, monkeypatch):
+    """One process builds a set of several shards shard by shard on disk: stopped midway, the rerun computes only
+    the shards it lacks, and the set equals the one an unstopped run builds."""
+    import reabsnet.evaluation.paper as paper
+    from reabsnet.attacks import get_attack
+    from reabsnet.attacks.run import run_attack
+    from reabsnet.profiles import get_profile
+
+    profile, spec, meta = get_profile("smoke"), paper.ATTACK_SPECS[0], {"sha256": "test-model"}
+    n = paper.SHARD + 60
+    calls = []
+
+    def counted(name, fail_at=None):
+        attack = get_attack(name)
+
+        def wrapped(*args, **kwargs):
+            calls.append(len(args[1]))
+            if len(calls) == fail_at:
+                raise KeyboardInterrupt("stopped")
+            return attack(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(paper, "get_attack", lambda name: counted(name, fail_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n)
+    key = paper.set_key(profile, spec, n, meta, mnist)
+    assert [p.name for p in (tmp_path / "attacks" / ".parts" / key).iterdir()
+            if p.suffix == ".safetensors"] == ["000000.safetensors"]
+    calls.clear()
+    monkeypatch.setattr(paper, "get_attack", lambda name: counted(name))
+    (arrays, side), = paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n).values()
+    assert calls == [60] and side["key"] == key and not (tmp_path / "attacks" / ".parts").exists()
+    x, y, _ = paper.set_inputs(profile, spec, mnist, n)
+    whole = run_attack(get_attack(spec.attack), small_model, x, y, settings=paper.set_settings(profile, spec))
+    assert torch.equal(arrays["x_adv"], whole.x_adv) and torch.equal(arrays["success"], whole.success)

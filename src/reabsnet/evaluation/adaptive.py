@@ -338,8 +338,10 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
     Each also under the reject policy."""
     n = profile.adaptive.harden_n
     bounds = [("linf", float(e)) for e in profile.adaptive.harden_bounds.split(",")]
+    # on the adaptive evaluation's own images the paper's configuration and the baseline are its very sets
+    shared = n == profile.adaptive.n
     configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, guardian_meta,
-                                                            "adaptive-harden-paper", False),
+                                                            "adaptive" if shared else "adaptive-harden-paper", False),
                "ReabsNet with the Madry-style master": (_variant(defended, master=madry), madry_meta, guardian_meta,
                                                         "adaptive-harden-madry-master", False)}
     if hardened is not None:
@@ -350,7 +352,7 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
     for name, (net, m_meta, g_meta, subdir, tuned) in configs.items():
         r = adaptive_evaluation(profile, splits, net, m_meta, g_meta, madry, madry_meta, out, timings,
                                 bounds=bounds, n=n, subdir=subdir, baselines=("madry",), sanity=False, tuned=tuned,
-                                baseline_subdir="adaptive-harden-baseline")
+                                baseline_subdir="adaptive" if shared else "adaptive-harden-baseline")
         rows[name] = {"clean": r["clean"]["reabsnet"],
                       "reject_policy_clean": r["clean"]["selective_correct_or_rejected"],
                       "reject_policy_rejects_clean": r["clean"]["selective_rejected"],

@@ -115,8 +115,9 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
             began = time.perf_counter()
             x, y, target = set_inputs(profile, spec, splits, size, split, picked)
             attack, desc = get_attack(spec.attack), f"{spec.title} ({subdir})"
-            # shards on disk (from torchrun's ranks, or from bench/reference_sets.py's GPU workers) are reused
-            if distributed.active() or (path.parent / ".parts" / key).is_dir():
+            # a set of several shards is built shard by shard on disk, so a stopped run keeps its finished shards;
+            # shards already there (torchrun's ranks, bench/reference_sets.py's GPU workers) are reused
+            if distributed.active() or len(x) > SHARD or (path.parent / ".parts" / key).is_dir():
                 result, shards = sharded_attack(attack, model, x, y, target, settings, path.parent / ".parts" / key,
                                                 key, first_owner=order, desc=desc)
             else:
