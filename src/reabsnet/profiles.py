@@ -181,7 +181,7 @@ PROFILES: dict[str, Profile] = {
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=3000)),
         adaptive=AdaptiveConfig(n=20, steps=10, restarts=1, targets=3, queries=100, pipeline_queries=100,
-                                n_cw=10, harden_n=10, harden_bounds="0.3",
+                                n_cw=10, harden_n=20, harden_bounds="0.3",
                                 harden_train=TrainConfig(epochs=1, batch_size=64, lr=0.005, train_size=256),
                                 harden_steps=3, harden_val_images=50),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
