@@ -49,6 +49,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (["train", "master", "--device", "tpu"], "unknown device"),
     (["data", "fetch", "--dataset", "cifar"], "unknown dataset"),
     (["frobnicate"], "invalid choice"),
+    (["reproduce", "--workers", "0"], "--workers 0: must be between 1 and 64"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     proc = _cli(*args, *(["--home", str(tmp_path)] if args[0] != "frobnicate" else []))

@@ -186,3 +186,41 @@ def test_a_stopped_one_process_run_keeps_its_finished_shards(small_model, mnist,
     x, y, _ = paper.set_inputs(profile, spec, mnist, n)
     whole = run_attack(get_attack(spec.attack), small_model, x, y, settings=paper.set_settings(profile, spec))
     assert torch.equal(arrays["x_adv"], whole.x_adv) and torch.equal(arrays["success"], whole.success)
+
+
+def test_a_set_finished_by_another_process_on_the_same_home_is_taken_not_an_error(small_model, mnist, tmp_path,
+                                                                                   monkeypatch):
+    """Two processes on one home (bench/gpu_reproduce.py's workers) may build the same set: the one that finishes
+    second finds the shards cleared by the first and takes its set; with no finished set the error stands."""
+    import shutil
+
+    import reabsnet.evaluation.paper as paper
+    from reabsnet.errors import ReabsnetError
+    from reabsnet.profiles import get_profile
+
+    profile, spec, meta = get_profile("smoke"), paper.ATTACK_SPECS[0], {"sha256": "test-model"}
+    n = paper.SHARD + 10
+    (first, side), = paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n).values()
+    path = tmp_path / "attacks" / f"{spec.key}.npz"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for f in (path, path.with_suffix(".json")):
+        shutil.move(f, kept / f.name)
+
+    def other_process_finishes(*args, **kwargs):
+        for f in kept.iterdir():      # the other process's set lands, and its shards are gone
+            shutil.copy(f, path.parent / f.name)
+        raise ReabsnetError("attack shard missing or corrupt after it was built")
+
+    monkeypatch.setattr(paper, "sharded_attack", other_process_finishes)
+    (again, side2), = paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n).values()
+    assert side2["key"] == side["key"] and torch.equal(again["x_adv"], first["x_adv"])
+
+    def shard_lost(*args, **kwargs):
+        raise ReabsnetError("attack shard missing or corrupt after it was built")
+
+    for f in (path, path.with_suffix(".json")):
+        f.unlink()
+    monkeypatch.setattr(paper, "sharded_attack", shard_lost)
+    with pytest.raises(ReabsnetError, match="shard missing"):
+        paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n)

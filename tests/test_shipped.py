@@ -109,3 +109,21 @@ def test_the_repository_ships_the_paper_profiles_networks(home, mnist, no_traini
     assert master_meta["distilled"] and master_meta["metrics"]["test_accuracy"] > 0.99
     assert guardian_meta["metrics"]["val_accuracy"] > 0.98 and guardian_meta["train_set"]["images"] == 55000
     assert madry_meta["method"] == "short-pgd" and madry_meta["metrics"]["worst"]["rate"] > 0.85
+
+
+def test_the_shipped_paper_baseline_is_found_by_an_explicit_short_pgd_on_any_device():
+    """`--set baseline.method=short-pgd` is how a GPU user reuses the shipped CPU baseline ("auto" means Madry's
+    91-epoch recipe there): its key is the shipped one; an explicit "madry" on a CPU is "auto" on a GPU."""
+    from reabsnet.artifacts import read_json
+    from reabsnet.train.madry import baseline_key, resolve_method
+
+    meta = read_json(SHIPPED_MODELS / "mnist" / "paper" / "madry.json")
+    data = meta["data_sha256"]
+    for method, device in (("auto", "cpu"), ("short-pgd", "cpu"), ("short-pgd", "cuda")):
+        profile = get_profile("paper", [f"baseline.method={method}"])
+        resolved = resolve_method(profile.baseline, torch.device(device))
+        assert baseline_key(profile, resolved, data) == meta["key"], (method, device)
+    auto, madry = get_profile("paper"), get_profile("paper", ["baseline.method=madry"])
+    assert baseline_key(madry, resolve_method(madry.baseline, CPU), data) == \
+        baseline_key(auto, resolve_method(auto.baseline, torch.device("cuda")), data)
+    assert baseline_key(auto, "madry", data) != meta["key"]

@@ -36,13 +36,14 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="train every network instead of taking the shipped one (models/<dataset>/<profile>/)")
 
 
-def _report_parser(sub, name: str, help: str, outputs: str, run) -> None:
+def _report_parser(sub, name: str, help: str, outputs: str, run) -> argparse.ArgumentParser:
     """A profile-driven command that writes a report (reproduce, ablate, harden)."""
     p = sub.add_parser(name, help=help)
     _profile_args(p)
     p.add_argument("--copy-to", metavar="DIR", help=f"also copy {outputs} to DIR")
     _common(p)
     p.set_defaults(run=run)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(madry)
     madry.set_defaults(run=cmd_train_madry)
 
-    _report_parser(sub, "reproduce", "the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, plots) and "
-                   "the adaptive attacks", "REPORT.md, results.json and the figure", cmd_reproduce)
+    reproduce = _report_parser(sub, "reproduce", "the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, "
+                               "plots) and the adaptive attacks", "REPORT.md, results.json and the figure",
+                               cmd_reproduce)
+    reproduce.add_argument("--workers", type=int, default=1, metavar="N",
+                           help="build the attack sets with N processes sharing the device first (a GPU: 8; "
+                           "default 1)")
     _report_parser(sub, "ablate", "why Table 2 differs: the revision's factors one at a time (CW strength, guardian "
                    "sharpness, modifier), several guardian seeds each", "ABLATION.md, ablation.json and ablation.png",
                    cmd_ablate)
@@ -213,10 +218,19 @@ def _copy_out(out, names, copy_to):
 
 
 def cmd_reproduce(args) -> None:
+    from reabsnet import distributed
     from reabsnet.reproduce import FIGURES, reproduce
 
     profile = _profile(args)
+    if not 1 <= args.workers <= 64:
+        raise ReabsnetError(f"--workers {args.workers}: must be between 1 and 64")
+    if args.workers > 1 and distributed.launched():
+        raise ReabsnetError("--workers splits one process's device; under torchrun the ranks do that: use one")
     device = _device(args, profile.dataset)
+    if args.workers > 1:
+        from reabsnet.prebuild import prebuild
+
+        prebuild(profile, device, args.workers, home=args.home, shipped=_shipped(args), quiet=args.quiet)
     out = reproduce(profile, device, home=args.home, command=_command_line("reabsnet reproduce"),
                     shipped=_shipped(args))
     if is_main():

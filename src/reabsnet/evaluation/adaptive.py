@@ -89,32 +89,33 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                         guardian_meta: dict, madry: nn.Module, madry_meta: dict, out: Path, timings: dict, *,
                         bounds: list[tuple[str, float]] | None = None, n: int | None = None,
                         subdir: str = "adaptive", baselines: tuple[str, ...] = ("master", "madry"),
-                        sanity: bool = True, tuned: bool = False, baseline_subdir: str | None = None) -> dict:
+                        sanity: bool = True, tuned: bool = False, baseline_subdir: str | None = None,
+                        defense: bool = True) -> dict:
     """Run (or reuse) every adaptive attack set and return the robust accuracies, per-attack rates, the selective
     view and the sanity checks, on the first `n` (default `profile.adaptive.n`) test images, at `bounds` (default
     all of LINF_BOUNDS and L2_BOUNDS); sets are stored under out/<subdir>/.
 
     `tuned` adds an attack tuned to a guardian trained against joint PGD: joint APGD-DLR with TUNED_STEPS times the
     steps, aiming under the guardian threshold TUNED_THRESHOLD (a point found there stays unflagged when the
-    guardian's score moves a little), on the images every earlier attack left standing."""
+    guardian's score moves a little), on the images every earlier attack left standing.
+
+    `defense` False skips the attacks on the defense (its rows are then missing): with `baselines` naming one of
+    them, it builds that baseline's sets alone (a task of `reproduce --workers`)."""
     cfg = profile.adaptive
     n = n or cfg.n
     bounds = bounds or threats()
     x, y = splits.split("test")
     x, y = x[:n], y[:n]
     m = profile.modifier
-    # Cross-entropy attacks see the master's logits divided by its distillation temperature (the attacker knows
-    # it): the same labels without the saturated softmax that zeroes cross-entropy gradients. DLR is scale-free.
     unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
-    joint = JointLogits(defended.master, defended.guardian, defended.threshold).eval()
-    joint_meta = digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
+    joints = joint_networks(defended, master_meta, guardian_meta)
+    joint, joint_meta = joints["dlr"]
     # the modifier's norm and extra steps enter the digest only where they are not the paper's (older keys hold)
     departures = (m.norm, m.extra_steps) if (m.norm, m.extra_steps) != ("l2", 0) else ()
     pipeline_meta = digest(master_meta, guardian_meta, extra=("pipeline", m.threshold, m.revise_to, m.overshoot,
                                                                m.max_iter, *departures))
     attacked = {  # (who, loss) -> the network the attack differentiates, and its digest
-        ("joint", "ce"): (JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval(),
-                          digest(joint_meta, extra=("scale", unscale))),
+        ("joint", "ce"): joints["ce"],
         ("joint", "dlr"): (joint, joint_meta),
         ("bpda", "ce"): (Scaled(defended, unscale).eval(), digest(pipeline_meta, extra=("scale", unscale))),
         ("bpda", "dlr"): (defended, pipeline_meta),
@@ -170,17 +171,16 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                    "reabsnet": rate(pipeline_ok), "master": rate(master_alone_clean), "madry": rate(madry_clean),
                    "selective_correct_or_rejected": rate(selective_clean), "selective_rejected": rate(clean.flagged)}}
 
-    cw_spec = AttackSpec("joint-cw-l2-t", "joint CW-L2 targeted", "cw-l2", True, None)
-    cw_raw = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[cw_spec], subdir=subdir,
-                         n=min(cfg.n_cw, n))[cw_spec.key] if any(norm == "l2" for norm, _ in bounds) else None
-    cw = _pad(cw_raw, x) if cw_raw else None
-
+    cw_raw = cw = None
     for norm, eps in bounds:
         name = f"{norm} {eps:g}"
         candidates = dict(run_apgd(who, loss, norm, eps) for who, loss in (
             ("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr"))
-            if attacked[(who, loss)] is not None)
-        if norm == "l2":
+            if defense and attacked[(who, loss)] is not None)
+        if defense and norm == "l2":
+            if cw_raw is None:       # one set for every L2 bound, each cutting it at its radius
+                cw_raw = joint_cw(profile, splits, joint, joint_meta, out, timings, subdir, n)
+                cw = _pad(cw_raw, x)
             candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")
         per_attack, robust, selective = {}, pipeline_ok.clone(), selective_clean.clone()
         for key, (arrays, _) in candidates.items():
@@ -195,7 +195,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
         # standing; joint attacks also serve the reject policy, so they attack what either view still holds
         square_broke = {"reabsnet": 0, "selective": 0}
         for who, attack in SURVIVOR_ATTACKS:
-            if attacked[(who, attack)] is None:
+            if attacked[(who, attack)] is None or not defense:
                 continue
             standing = robust if who == "pipeline" else (robust | selective)
             key, x_adv, k = on_standing(who, attack, norm, eps, standing)
@@ -230,17 +230,53 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                 standard &= ~broke
             robust_baseline[who] = rate(standard & ~fooled["dlr"])
             robust_baseline[f"{who}_autoattack"] = rate(standard)
-        results["bounds"][name] = {"norm": norm, "eps": eps, "reabsnet": rate(robust), "selective": rate(selective),
-                                   **robust_baseline, "per_attack": per_attack,
-                                   "square_beyond_gradient": {**square_broke, **baseline_square}}
-        log.info("adaptive %s: ReabsNet %.3f, reject policy %.3f%s", name, results["bounds"][name]["reabsnet"]["rate"],
-                 results["bounds"][name]["selective"]["rate"],
-                 "".join(f", {k} {v['rate']:.3f}" for k, v in robust_baseline.items()))
+        ours = {"reabsnet": rate(robust), "selective": rate(selective)} if defense else {}
+        results["bounds"][name] = {"norm": norm, "eps": eps, **ours, **robust_baseline, "per_attack": per_attack,
+                                   "square_beyond_gradient": {**(square_broke if defense else {}),
+                                                              **baseline_square}}
+        labels = {"reabsnet": "ReabsNet", "selective": "reject policy", **{k: k for k in robust_baseline}}
+        log.info("adaptive %s: %s", name, ", ".join(f"{label} {results['bounds'][name][k]['rate']:.3f}"
+                                                    for k, label in labels.items() if k in results["bounds"][name]))
     if sanity:
         results["sanity"] = _sanity(profile, splits, defended, *attacked[("joint", "ce")], results, cw_raw, out,
                                     timings, x, y)
     results["n_cw"] = len(cw_raw[0]["y"]) if cw_raw else 0
     return results
+
+
+def joint_networks(defended: ReabsNet, master_meta: dict, guardian_meta: dict) -> dict[str, tuple[nn.Module, dict]]:
+    """The joint logits the attacks differentiate, with their digests: "dlr" as they are, "ce" with the master's
+    logits divided by its distillation temperature (the attacker knows it): the same labels without the saturated
+    softmax that zeroes cross-entropy gradients (DLR is scale-free)."""
+    unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
+    meta = digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
+    return {"dlr": (JointLogits(defended.master, defended.guardian, defended.threshold).eval(), meta),
+            "ce": (JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval(),
+                   digest(meta, extra=("scale", unscale)))}
+
+
+def sanity_sets(profile: Profile, splits: Splits, joint: nn.Module, joint_meta: dict, out: Path, timings: dict,
+                n: int | None = None) -> dict[str, tuple[dict, dict]]:
+    """The sanity checks' two sets on the first `n` images, against the joint logits in cross-entropy form:
+    "unbounded" (APGD-CE at eps 1, the whole box) and "single" (one APGD step at 0.3)."""
+    cfg = profile.adaptive
+    unbounded = AttackSpec("joint-apgd-ce-linf-unbounded", "joint APGD-CE, unbounded", "apgd", False,
+                           {"eps": 1.0, "norm": "linf", "loss": "ce", "steps": cfg.steps, "restarts": cfg.restarts,
+                            "reject": REJECT})
+    single = AttackSpec("joint-single-step-linf-0.30", "joint single step", "apgd", False,
+                        {"eps": 0.3, "norm": "linf", "loss": "ce", "steps": 1, "restarts": 1, "reject": REJECT})
+    built = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[unbounded, single],
+                        subdir="adaptive", n=n or cfg.n)
+    return {"unbounded": built[unbounded.key], "single": built[single.key]}
+
+
+def joint_cw(profile: Profile, splits: Splits, joint: nn.Module, joint_meta: dict, out: Path, timings: dict,
+             subdir: str = "adaptive", n: int | None = None) -> tuple[dict, dict]:
+    """Joint CW-L2, targeted at a random class, on the first `n_cw` of the evaluation's first `n` images."""
+    cfg = profile.adaptive
+    spec = AttackSpec("joint-cw-l2-t", "joint CW-L2 targeted", "cw-l2", True, None)
+    return attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[spec], subdir=subdir,
+                       n=min(cfg.n_cw, n or cfg.n))[spec.key]
 
 
 def _variant(net: ReabsNet, master: nn.Module | None = None, backward: str | None = None,
@@ -283,20 +319,14 @@ def _sanity(profile, splits, defended, joint, joint_meta, results, cw, out, timi
     checks["monotone"] = {"linf": linf, "l2": l2,
                           "holds": all(a >= b for a, b in zip(linf, linf[1:], strict=False)) and
                           all(a >= b for a, b in zip(l2, l2[1:], strict=False))}
+    sets = sanity_sets(profile, splits, joint, joint_meta, out, timings, n)
     # unbounded: eps 1 covers the whole [-0.5, 0.5] box
-    spec = AttackSpec("joint-apgd-ce-linf-unbounded", "joint APGD-CE, unbounded", "apgd", False,
-                      {"eps": 1.0, "norm": "linf", "loss": "ce", "steps": cfg.steps, "restarts": cfg.restarts,
-                       "reject": REJECT})
-    arrays, _ = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[spec], subdir="adaptive",
-                            n=n)[spec.key]
+    arrays, _ = sets["unbounded"]
     pred = defended.predict_batches(arrays["x_adv"])
     checks["unbounded"] = {"pipeline_wrong": rate(pred.label != y),
                            "cw_l2_unbounded_success": rate(cw[0]["success"].bool())}
     # iterative beats single-step: one APGD step (a random start and one signed step of 2 eps) at 0.3
-    single = AttackSpec("joint-single-step-linf-0.30", "joint single step", "apgd", False,
-                        {"eps": 0.3, "norm": "linf", "loss": "ce", "steps": 1, "restarts": 1, "reject": REJECT})
-    arrays, _ = attack_sets(profile, splits, joint, joint_meta, out, timings, specs=[single], subdir="adaptive",
-                            n=n)[single.key]
+    arrays, _ = sets["single"]
     single_acc = rate(defended.predict_batches(arrays["x_adv"]).label == y)
     checks["iterative_beats_single_step"] = {"single_step": single_acc,
                                              "iterative": results["bounds"]["linf 0.3"]["reabsnet"],

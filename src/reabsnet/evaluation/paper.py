@@ -118,8 +118,17 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
             # a set of several shards is built shard by shard on disk, so a stopped run keeps its finished shards;
             # shards already there (torchrun's ranks, bench/reference_sets.py's GPU workers) are reused
             if distributed.active() or len(x) > SHARD or (path.parent / ".parts" / key).is_dir():
-                result, shards = sharded_attack(attack, model, x, y, target, settings, path.parent / ".parts" / key,
-                                                key, first_owner=order, desc=desc)
+                try:
+                    result, shards = sharded_attack(attack, model, x, y, target, settings,
+                                                    path.parent / ".parts" / key, key, first_owner=order, desc=desc)
+                except ReabsnetError:
+                    if distributed.active() or not is_valid(path, key):
+                        raise
+                    # another process on this home (bench/gpu_reproduce.py's workers) finished the same set
+                    # meanwhile and cleared its shards: take its set
+                    log.info("%s: finished by another process", path)
+                    sets[spec.key] = load_set(path)
+                    continue
             else:
                 result = run_attack(attack, model, x, y, target=target, settings=settings, desc=desc)
                 shards = {"device": describe(next(model.parameters()).device)}

@@ -110,6 +110,14 @@ def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig) -> 
             "seconds": time.perf_counter() - began}
 
 
+def baseline_key(profile: Profile, method: str, data_sha256: str) -> str:
+    """The baseline's stage key. It digests the resolved method, with the config's `method` field as "auto" (the
+    value every shipped baseline was made with): an explicit "short-pgd" then reuses the shipped CPU baseline on a
+    GPU too, where "auto" means Madry's 91-epoch recipe."""
+    cfg = dataclasses.replace(profile.baseline, method="auto")
+    return stage_key("madry", dataclasses.asdict(cfg), method, profile.seed, data_sha256)
+
+
 def train_madry(profile: Profile, splits: Splits, device: torch.device, home: str | Path | None = None,
                 shipped: Path | None = SHIPPED_MODELS) -> tuple[nn.Module, dict]:
     """Train (or reuse, or take from the `shipped` models; None = never) the profile's Madry-style baseline
@@ -118,7 +126,7 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
     method = resolve_method(cfg, device)
     train_cfg = cfg.madry_train if method == "madry" else cfg.fast_train
     out = run_dir(splits.name, profile.name, home)
-    key = stage_key("madry", dataclasses.asdict(cfg), method, profile.seed, splits.sha256)
+    key = baseline_key(profile, method, splits.sha256)
 
     def build() -> tuple[nn.Module, dict]:
         gen = seed_everything(profile.seed + 20)
