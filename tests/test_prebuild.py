@@ -28,6 +28,33 @@ def _home_with_networks(tmp_path, smoke_run, mnist_cache):
     return home
 
 
+def test_the_tasks_ask_for_exactly_the_sets_the_reproduction_built(smoke_run, shared_home, monkeypatch):
+    """In the smoke reproduction's home the tasks compute nothing and load every set it built, and only those."""
+    from pathlib import Path
+
+    import reabsnet.evaluation.paper as paper
+    from reabsnet.prebuild import build_task, tasks
+
+    loaded, load_set = set(), paper.load_set
+
+    def recorded(path):
+        loaded.add(Path(path).relative_to(smoke_run).as_posix())
+        return load_set(path)
+
+    def refuse(name):
+        raise AssertionError(f"a task asked for a set the reproduction did not build ({name})")
+
+    monkeypatch.setattr(paper, "load_set", recorded)
+    monkeypatch.setattr(paper, "get_attack", refuse)
+    for name in tasks(get_profile("smoke")):
+        build_task(name, get_profile("smoke"), torch.device("cpu"), shared_home, shipped=None)
+    built = {p.relative_to(smoke_run).as_posix() for sub in ("attacks", "attacks-madry", "attacks-pgd",
+                                                             "attacks-madry-pgd", "adaptive")
+             for p in (smoke_run / sub).glob("*.npz")}
+    assert loaded == built and len(built) > 60
+
+
+@pytest.mark.slow
 def test_after_the_tasks_the_reproduction_attacks_nothing(smoke_run, mnist_cache, tmp_path, monkeypatch):
     import reabsnet.evaluation.paper as paper
     from reabsnet.prebuild import build_task, tasks
