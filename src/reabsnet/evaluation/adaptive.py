@@ -107,7 +107,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     x, y = splits.split("test")
     x, y = x[:n], y[:n]
     m = profile.modifier
-    unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
+    unscale = 1.0 / float(master_meta.get("temperature") or 1.0)   # CE attacks see logits / T (joint_networks)
     joints = joint_networks(defended, master_meta, guardian_meta)
     joint, joint_meta = joints["dlr"]
     # the modifier's norm and extra steps enter the digest only where they are not the paper's (older keys hold)
