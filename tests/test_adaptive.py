@@ -134,7 +134,7 @@ def test_joint_pgd_stays_in_the_ball_and_its_examples_teach_a_guardian_to_flag_t
     from reabsnet.models import create_model
     from reabsnet.train.hardened import joint_pgd, validation_score
 
-    x, y = batch
+    x, y = (t[:32] for t in batch)
     torch.manual_seed(0)
     guardian = create_model("guardian").eval()
     gen = torch.Generator().manual_seed(0)

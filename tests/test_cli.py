@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -39,20 +41,31 @@ def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys, smoke
     assert seed1["teacher_sha256"] != meta["teacher_sha256"] and seed1["init_sha256"] != meta["init_sha256"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reabsnet", *args], capture_output=True, text=True)
+def _cli(*args: str, process: bool = False) -> subprocess.CompletedProcess:
+    """The command's exit status, stdout and stderr. process=True runs `python -m reabsnet` (what a user runs,
+    log lines included); otherwise main() in this process, which is the same code without the 4 s it takes a new
+    process to import torch here (its log lines go to pytest's log capture, not to stderr)."""
+    if process:
+        return subprocess.run([sys.executable, "-m", "reabsnet", *args], capture_output=True, text=True)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:        # argparse's own errors
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "master", "--profile", "huge"], "unknown profile"),
-    (["train", "master", "--set", "master.lr=fast"], "not a valid"),
-    (["train", "master", "--device", "tpu"], "unknown device"),
-    (["data", "fetch", "--dataset", "cifar"], "unknown dataset"),
-    (["frobnicate"], "invalid choice"),
-    (["reproduce", "--workers", "0"], "--workers 0: must be between 1 and 64"),
+@pytest.mark.parametrize("args,message,process", [
+    (["train", "master", "--profile", "huge"], "unknown profile", True),
+    (["train", "master", "--set", "master.lr=fast"], "not a valid", False),
+    (["train", "master", "--device", "tpu"], "unknown device", False),
+    (["data", "fetch", "--dataset", "cifar"], "unknown dataset", False),
+    (["frobnicate"], "invalid choice", True),
+    (["reproduce", "--workers", "0"], "--workers 0: must be between 1 and 64", False),
 ])
-def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
-    proc = _cli(*args, *(["--home", str(tmp_path)] if args[0] != "frobnicate" else []))
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message, process):
+    proc = _cli(*args, *(["--home", str(tmp_path)] if args[0] != "frobnicate" else []), process=process)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
@@ -70,7 +83,7 @@ def test_corrupt_cache_is_reported_then_missing_source_is_one_line(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "fashion-mnist.npz").write_bytes(b"garbage")
     proc = _cli("data", "fetch", "--dataset", "fashion-mnist", "--home", str(tmp_path),
-                "--source", str(tmp_path / "src"))
+                "--source", str(tmp_path / "src"), process=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unusable" in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("reabsnet: error:")
 
@@ -141,7 +154,7 @@ def test_classify_images_and_batches_and_reports_bad_files(smoke_run, shared_hom
     np.save(tmp_path / "batch.npy", x[:3].numpy())
     (tmp_path / "bad.png").write_bytes(b"not a png")
     proc = _cli("classify", str(tmp_path / "big.png"), str(tmp_path / "bad.png"), str(tmp_path / "batch.npy"),
-                "--profile", "smoke", "--home", str(shared_home))
+                "--profile", "smoke", "--home", str(shared_home), process=True)
     out = proc.stdout.strip().splitlines()
     assert proc.returncode == 2                                     # one input failed
     assert [line.split(":")[0] for line in out] == ["big.png", "batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]

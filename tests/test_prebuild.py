@@ -33,7 +33,7 @@ def test_the_tasks_ask_for_exactly_the_sets_the_reproduction_built(smoke_run, sh
     from pathlib import Path
 
     import reabsnet.evaluation.paper as paper
-    from reabsnet.prebuild import build_task, tasks
+    from reabsnet.prebuild import build_task, networks, tasks
 
     loaded, load_set = set(), paper.load_set
 
@@ -46,8 +46,10 @@ def test_the_tasks_ask_for_exactly_the_sets_the_reproduction_built(smoke_run, sh
 
     monkeypatch.setattr(paper, "load_set", recorded)
     monkeypatch.setattr(paper, "get_attack", refuse)
-    for name in tasks(get_profile("smoke")):
-        build_task(name, get_profile("smoke"), torch.device("cpu"), shared_home, shipped=None)
+    profile, cpu = get_profile("smoke"), torch.device("cpu")
+    nets = networks(profile, cpu, shared_home, shipped=None)       # as a worker holds them
+    for name in tasks(profile):
+        build_task(name, profile, cpu, shared_home, shipped=None, nets=nets)
     built = {p.relative_to(smoke_run).as_posix() for sub in ("attacks", "attacks-madry", "attacks-pgd",
                                                              "attacks-madry-pgd", "adaptive")
              for p in (smoke_run / sub).glob("*.npz")}

@@ -25,16 +25,13 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from reabsnet import data
 from reabsnet.evaluation.adaptive import adaptive_evaluation, joint_cw, joint_networks, sanity_sets, threats
 from reabsnet.evaluation.paper import attack_sets
 from reabsnet.evaluation.table3 import pgd_specs
 from reabsnet.profiles import Profile
-from reabsnet.reproduce import build_reabsnet
+from reabsnet.reproduce import build_reabsnet, networks
 from reabsnet.runtime import resolve_device
 from reabsnet.stages import SHIPPED_MODELS, run_dir
-from reabsnet.train import train_madry, train_master
-from reabsnet.train.guardian import train_guardian
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +55,15 @@ def tasks(profile: Profile) -> list[str]:
     return sorted(names, key=lambda t: order.index(t) if t in order else len(order))
 
 
-def networks(profile: Profile, device: torch.device, home, shipped: Path | None = SHIPPED_MODELS):
-    """(splits, master, master_meta, guardian, guardian_meta, madry, madry_meta), trained or reused as `reproduce`
-    takes them."""
-    splits = data.load(profile.dataset, home=home)
-    master, master_meta = train_master(profile, splits, device, home, shipped)
-    guardian, guardian_meta = train_guardian(profile, splits, master, master_meta, device, home, shipped)
-    madry, madry_meta = train_madry(profile, splits, device, home, shipped)
-    return splits, master, master_meta, guardian, guardian_meta, madry, madry_meta
-
-
 def build_task(name: str, profile: Profile, device: torch.device, home=None,
-               shipped: Path | None = SHIPPED_MODELS) -> float:
-    """Build (or reuse) one task's sets exactly as `reproduce` asks for them; returns its seconds."""
+               shipped: Path | None = SHIPPED_MODELS, nets: tuple | None = None) -> float:
+    """Build (or reuse) one task's sets exactly as `reproduce` asks for them; returns its seconds. `nets`: what
+    `networks()` returned, when the caller already holds them (a worker loads them once, not once per task)."""
     if name not in tasks(profile):
         raise ValueError(f"unknown task {name!r}; the profile's tasks: {', '.join(tasks(profile))}")
     began = time.perf_counter()
-    splits, master, master_meta, guardian, guardian_meta, madry, madry_meta = networks(profile, device, home, shipped)
+    splits, master, master_meta, guardian, guardian_meta, madry, madry_meta = (
+        nets or networks(profile, device, home, shipped))
     out = run_dir(splits.name, profile.name, home)
     if name == "tables master":
         attack_sets(profile, splits, master, master_meta, out, {})
@@ -109,7 +98,10 @@ _STATE: dict = {}
 
 def _run(name: str) -> tuple[str, float, int]:
     log.info("task %s: started", name)
-    seconds = build_task(name, _STATE["profile"], _STATE["device"], _STATE["home"], _STATE["shipped"])
+    args = _STATE["profile"], _STATE["device"], _STATE["home"], _STATE["shipped"]
+    if "nets" not in _STATE:          # MNIST and the five networks, read and verified once per worker
+        _STATE["nets"] = networks(*args)
+    seconds = build_task(name, *args, nets=_STATE["nets"])
     log.info("task %s: %.0f s", name, seconds)
     return name, round(seconds, 1), os.getpid()
 

@@ -149,16 +149,23 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     return out
 
 
+def networks(profile: Profile, device: torch.device, home, shipped: Path | None = SHIPPED_MODELS):
+    """(splits, master, master_meta, guardian, guardian_meta, madry, madry_meta), trained or reused as `reproduce`
+    takes them (it times them stage by stage instead)."""
+    splits = data.load(profile.dataset, home=home)
+    master, master_meta = train_master(profile, splits, device, home, shipped)
+    guardian, guardian_meta = train_guardian(profile, splits, master, master_meta, device, home, shipped)
+    madry, madry_meta = train_madry(profile, splits, device, home, shipped)
+    return splits, master, master_meta, guardian, guardian_meta, madry, madry_meta
+
+
 def harden(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
            shipped: Path | None = SHIPPED_MODELS) -> tuple[Path, dict]:
     """The hardening attempts alone (issue 11's lead, settled or retired): the networks (trained or reused), the
     adversarially trained guardian, and every configuration against the full adaptive suite at each L-inf bound.
     Writes HARDENING.md and hardening.json next to the reproduction's report; returns (that folder, results)."""
     began = time.perf_counter()
-    splits = data.load(profile.dataset, home=home)
-    master, master_meta = train_master(profile, splits, device, home, shipped)
-    guardian, guardian_meta = train_guardian(profile, splits, master, master_meta, device, home, shipped)
-    madry, madry_meta = train_madry(profile, splits, device, home, shipped)
+    splits, master, master_meta, guardian, guardian_meta, madry, madry_meta = networks(profile, device, home, shipped)
     out = run_dir(splits.name, profile.name, home)
     hardened = train_hardened_guardian(profile, splits, madry, madry_meta, guardian, guardian_meta, device, home) \
         if profile.adaptive.harden_guardian else None

@@ -43,15 +43,15 @@ _PRESETS = [
     Preset("cw-l2", "quick", {"binary_search_steps": 5, "max_iterations": 300, "learning_rate": 0.05,
                               "initial_const": 0.1},
            "reduced: 5 binary-search steps, 300 iterations, lr 0.05, initial c 0.1 (reference 9, 10000, 0.01, 1e-3)"),
-    Preset("cw-l2", "smoke", {"binary_search_steps": 4, "max_iterations": 100, "learning_rate": 0.1,
-                              "initial_const": 1.0},
-           "reduced: 4 binary-search steps, 100 iterations, lr 0.1, initial c 1 (reference 9, 10000, 0.01, 1e-3)"),
+    Preset("cw-l2", "smoke", {"binary_search_steps": 3, "max_iterations": 80, "learning_rate": 0.1,
+                              "initial_const": 3.0},
+           "reduced: 3 binary-search steps, 80 iterations, lr 0.1, initial c 3 (reference 9, 10000, 0.01, 1e-3)"),
     Preset("cw-linf", "paper", {}),
     Preset("cw-linf", "quick", {"max_iterations": 100, "learning_rate": 0.02, "initial_const": 1e-2},
            "reduced: 100 iterations per c, lr 0.02, initial c 1e-2 (reference 1000, 5e-3, 1e-5)"),
-    Preset("cw-linf", "smoke", {"max_iterations": 40, "learning_rate": 0.05, "initial_const": 1e-1,
-                                "decrease_factor": 0.8},
-           "reduced: 40 iterations per c, lr 0.05, initial c 0.1, tau factor 0.8 (reference 1000, 5e-3, 1e-5, 0.9)"),
+    Preset("cw-linf", "smoke", {"max_iterations": 15, "learning_rate": 0.1, "initial_const": 1e-1,
+                                "decrease_factor": 0.6},
+           "reduced: 15 iterations per c, lr 0.1, initial c 0.1, tau factor 0.6 (reference 1000, 5e-3, 1e-5, 0.9)"),
 ]
 PRESETS: dict[tuple[str, str], Preset] = {(p.attack, p.name): p for p in _PRESETS}
 

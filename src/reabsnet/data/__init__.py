@@ -39,11 +39,12 @@ class Splits:
     sha256: str
     source: str
 
-    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(float images, labels) of 'train', 'val' or 'test'."""
+    def split(self, which: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float images, labels) of 'train', 'val' or 'test'; with `n`, its first n only (converted alone: the
+        attack sets take a few images of the test split, dozens of times per run)."""
         x, y = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
                 "test": (self.test_x, self.test_y)}[which]
-        return to_float(x), y
+        return to_float(x[:n]), y[:n]
 
 
 def load(dataset: str = "mnist", home: str | Path | None = None, source: str | Path | None = None) -> Splits:

@@ -104,8 +104,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     cfg = profile.adaptive
     n = n or cfg.n
     bounds = bounds or threats()
-    x, y = splits.split("test")
-    x, y = x[:n], y[:n]
+    x, y = splits.split("test", n)
     m = profile.modifier
     unscale = 1.0 / float(master_meta.get("temperature") or 1.0)   # CE attacks see logits / T (joint_networks)
     joints = joint_networks(defended, master_meta, guardian_meta)

@@ -86,8 +86,7 @@ def set_key(profile: Profile, spec: AttackSpec, size: int, model_meta: dict, spl
 def set_inputs(profile: Profile, spec: AttackSpec, splits: Splits, size: int, split: str = "test",
                picked: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(x, y, target) of an attack set: the first `size` images of `split` (those at `picked` among them)."""
-    x, y = splits.split(split)
-    x, y = x[:size], y[:size]
+    x, y = splits.split(split, size)
     if picked is not None:
         x, y = x[picked], y[picked]
     return x, y, (random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None)
@@ -196,10 +195,12 @@ def save_shard(part: Path, key: str, start: int, attack, model: nn.Module, x: to
 def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]]) -> tuple[dict, dict]:
     """Every number of Tables 1 and 2, clean accuracy, and the guardian's held-out detection metrics.
 
-    Returns (results, per-example predictions for the figure)."""
+    Returns (results, per-example predictions: ReabsNet's on the natural images and on each set, and under
+    "master_clean" the master's labels of the test images, which Table 3 reuses rather than recomputes)."""
     x_test, y_test = splits.split("test")
     master = defended.master
-    clean_master = predict_logits(master, x_test).argmax(1) == y_test
+    master_labels = predict_logits(master, x_test).argmax(1)
+    clean_master = master_labels == y_test
     natural = defended.predict_batches(x_test)
     clean_reabsnet = natural.label == y_test
     results = {
@@ -209,7 +210,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
                              "median_l2": median(natural.revision_l2[natural.flagged])},
         "attacks": {},
     }
-    predictions = {"natural": natural}
+    predictions = {"natural": natural, "master_clean": master_labels}
     for spec in ATTACK_SPECS:
         arrays, meta = sets[spec.key]
         y, adversarial = arrays["y"], arrays["success"].bool()

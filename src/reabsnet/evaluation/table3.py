@@ -112,7 +112,7 @@ def compare(defended, madry, splits, sets: dict, predictions: dict, madry_sets: 
             pgd_madry: dict) -> dict:
     """Table 3 and the curves, from the stored attack sets and the ReabsNet predictions `evaluate` made."""
     x_test, _ = splits.split("test")
-    master_clean = predict_logits(defended.master, x_test).argmax(1)
+    master_clean = predictions["master_clean"]          # evaluate() ran the master on the test images already
     madry_clean = predict_logits(madry, x_test).argmax(1)
     reabsnet_clean = predictions["natural"].label
     labels = {spec.key: predictions[spec.key].label for spec in ATTACK_SPECS}

@@ -38,9 +38,8 @@ def deepfool_split(master: nn.Module, master_sha: str, splits: Splits, split: st
                    out: Path) -> dict[str, torch.Tensor]:
     """DeepFool (reference settings) on the first `n` images of `split` (0 = all), shard by shard, resuming from
     the shards already on disk. Returns x, x_adv, y, success, iterations, l2 for the whole range."""
-    x, y = splits.split(split)
+    x, y = splits.split(split, n or None)
     n = n or len(x)
-    x, y = x[:n], y[:n]
     shards = [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
 
     def where(start: int, stop: int) -> tuple[Path, str]:

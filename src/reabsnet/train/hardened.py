@@ -74,8 +74,7 @@ def train_hardened_guardian(profile: Profile, splits: Splits, master: nn.Module,
         noise = torch.Generator(device=device).manual_seed(profile.seed + 31)
         model = copy.deepcopy(guardian).to(device)
         x_train, y_train = splits.split("train")
-        xv, yv = splits.split("val")
-        xv, yv = xv[:cfg.harden_val_images], yv[:cfg.harden_val_images]
+        xv, yv = splits.split("val", cfg.harden_val_images)
 
         def loss(g: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             g.eval()                  # the attack sees the guardian as it will be used (no dropout)

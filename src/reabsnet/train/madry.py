@@ -138,8 +138,7 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
             loss = pgd_loss(cfg.eps, cfg.short_steps, 2.5 * cfg.eps / cfg.short_steps, noise)
         else:
             loss = fgsm_rs_loss(cfg.eps, cfg.fgsm_step, noise)
-        xv, yv = splits.split("val")
-        xv, yv = xv[:cfg.val_images], yv[:cfg.val_images]
+        xv, yv = splits.split("val", cfg.val_images)
 
         def select(m: nn.Module) -> float:
             return float(robust_correct(m, xv, yv, eps=cfg.eps, steps=cfg.val_steps).float().mean())
