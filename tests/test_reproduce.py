@@ -147,7 +147,7 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
     # (e), and the undistilled master's guardian on its own sets (f); a guardian whose training collapsed is
     # reported in untrained_guardians and has no rows (e.g. the master's architecture with the guardian's recipe)
     variants = {f"s0-{v['tag']}" for v in guardian_variants(profile)}
-    assert len(variants) == 7    # smoke trains its guardian 3 epochs, so factor b adds only 1 (GUARDIAN_EPOCHS)
+    assert len(variants) == 8    # smoke trains its guardian 10 epochs, so factor b adds both (GUARDIAN_EPOCHS)
     on_master = [g for g in results["guardians"] if g != "s0-undistilled"]
     assert len(on_master) + len(results["untrained_guardians"]) == len(variants) - 1
     assert len(cells) == 3 * len(on_master) + 10 + 1 and {c["seed"] for c in cells} == {0}
