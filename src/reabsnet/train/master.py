@@ -99,8 +99,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device, home: s
     def build_student() -> tuple[nn.Module, dict]:
         gen = seed_everything(profile.seed + 2)
         model = from_init()
-        x_train = splits.split("train")[0]
-        x_train = x_train[:profile.master.train_size] if profile.master.train_size else x_train
+        x_train = splits.split("train", profile.master.train_size or None)[0]
         soft = torch.softmax(predict_logits(teacher, x_train) / T, dim=1)
         record = _train(model, splits, soft, profile.master, T, gen, "student")
         return finish(model, record, distilled=True, temperature=T, init_sha256=init_meta["sha256"],
