@@ -5,14 +5,17 @@ BIN := $(VENV)/bin
 # Stamp: rebuilt only when the package's metadata changes, so repeated runs install nothing.
 STAMP := $(VENV)/.reabsnet-installed
 PROFILE ?= quick
+PIP := pip install -q --no-compile --disable-pip-version-check
 
 .PHONY: reproduce test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: the local CPU wheel; an unpinned torch would pull gigabytes of CUDA packages.
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# --no-compile: Python compiles the modules it imports on first use; byte-compiling every installed file up
+	@# front took 43 s of a 99 s install on the 2-core machine (torch's 51 s -> 23 s).
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m $(PIP) torch==2.13.0
+	$(BIN)/python -m $(PIP) -e '.[test]'
 	@touch $(STAMP)
 
 reproduce: $(STAMP)

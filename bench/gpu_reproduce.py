@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from reabsnet.artifacts import copy_files
 from reabsnet.prebuild import prebuild
 from reabsnet.profiles import get_profile
-from reabsnet.reproduce import FIGURES, reproduce
+from reabsnet.reproduce import REPORT_FILES, reproduce
 from reabsnet.runtime import resolve_device
 
 
@@ -46,10 +45,7 @@ def main() -> None:
     summary = prebuild(profile, device, args.workers, home=args.home, deadline=args.deadline)
     print(json.dumps({"phase": 1, **summary}), flush=True)
     out = reproduce(profile, device, home=args.home, command="python bench/gpu_reproduce.py " + " ".join(sys.argv[1:]))
-    if args.copy_to:
-        Path(args.copy_to).mkdir(parents=True, exist_ok=True)
-        for name in ("REPORT.md", "results.json", *FIGURES):
-            shutil.copyfile(out / name, Path(args.copy_to) / name)
+    copy_files(out, REPORT_FILES, args.copy_to)
     print(json.dumps({"phase": 2, "report": str(out / "REPORT.md"),
                       "wall_seconds": round(time.perf_counter() - began, 1)}), flush=True)
 

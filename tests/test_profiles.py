@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from reabsnet.errors import ReabsnetError
-from reabsnet.profiles import PROFILES, get_profile
+from reabsnet.profiles import PROFILES, get_profile, keyed
 
 
 def test_profiles_exist_and_paper_uses_temperature_100():
@@ -28,3 +30,28 @@ def test_bad_overrides_are_one_line_errors(bad):
 def test_unknown_profile():
     with pytest.raises(ReabsnetError, match="unknown profile"):
         get_profile("huge")
+
+
+def test_a_later_setting_enters_the_key_only_when_set():
+    # check_size came after the paper models were shipped: at its default the key digests what it digested before
+    # (test_shipped.py checks the shipped networks are still found); set, it is part of the key
+    paper = get_profile("paper")
+    plain = dataclasses.asdict(paper.guardian)
+    del plain["train"]["check_size"]
+    assert keyed(paper.guardian) == plain
+    assert keyed(get_profile("paper", ["master.check_size=1000"]).master)["check_size"] == 1000
+    assert "check_size" not in keyed(get_profile("paper", ["master.check_size=0"]).master)
+
+
+@pytest.mark.parametrize("bad", ["guardian.train.check_size=100", "adaptive.harden_train.check_size=5",
+                                 "master.check_size=-1"])
+def test_check_size_only_where_an_mnist_split_is_validated(bad):
+    with pytest.raises(ReabsnetError, match="check_size"):
+        get_profile("quick", [bad])
+
+
+def test_clean_images_must_cover_every_attack_set():
+    # Table 3 falls back to an image's clean label, so the clean pass must reach the largest set's images
+    assert get_profile("smoke", ["eval.clean_images=0"]).eval.clean_images == 0
+    with pytest.raises(ReabsnetError, match="eval.clean_images=20: .* largest attack set, 50 images"):
+        get_profile("smoke", ["eval.clean_images=20"])

@@ -17,7 +17,9 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     r = results["results"]
     assert set(r["attacks"]) == {"fgsm", "deepfool", "cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t"}
-    assert r["clean"]["master"]["n"] == 10000 and r["clean"]["master"]["rate"] > 0.85
+    # the smoke profile's clean pass: the first 1,000 test images (eval.clean_images), said so in the report
+    assert r["clean"]["master"]["n"] == 1000 and r["clean"]["master"]["rate"] > 0.85
+    assert r["table3"] and results["profile"]["eval"]["clean_images"] == 1000
     df = r["attacks"]["deepfool"]
     assert df["attack_success"]["rate"] >= 0.95 and df["master_only"]["rate"] <= 0.05
     # even the smoke guardian (DeepFool on 800 training images, 10 epochs) flags most DeepFool examples and revises
@@ -30,6 +32,7 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
     for heading in ("Table 1", "Table 2", "Clean accuracy", "Figure 4", "Settings", "Compute time"):
         assert heading in report
     assert "0.709" in report                       # the paper's values are printed beside ours
+    assert "## Clean accuracy (1,000 test images)" in report
     assert (smoke_run / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

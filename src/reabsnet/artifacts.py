@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def copy_files(src: str | os.PathLike, names: Iterable[str], dest: str | os.PathLike | None) -> Path:
+    """Copy the named files of the directory `src` into `dest` (made when missing), each write atomic; returns
+    where they now are (`src` itself when `dest` is None: nothing to copy)."""
+    if dest is None:
+        return Path(src)
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        write_bytes_atomic(Path(dest) / name, (Path(src) / name).read_bytes())
+    return Path(dest)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

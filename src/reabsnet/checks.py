@@ -121,6 +121,11 @@ RULES: dict[str, Rule] = {
     "eval_images": (at_least_one, "a whole number >= 1"),
     "eval_restarts": (at_least_one, "a whole number >= 1"),
     "baseline.val_images": (at_least_one, "a whole number >= 1"),
+    "check_size": (non_negative_int, "a whole number >= 0"),
+    # the guardians validate on their own sets (guardian.val_images, adaptive.harden_val_images), not on MNIST's
+    "guardian.train.check_size": (one_of(0), "0 (the guardian validates on guardian.val_images)"),
+    "adaptive.harden_train.check_size": (one_of(0), "0 (the hardened guardian validates on "
+                                                     "adaptive.harden_val_images)"),
     "eval.n": (at_least_one, "a whole number >= 1"),
     "n_cw_l2": (at_least_one, "a whole number >= 1"),
     "n_cw_linf": (at_least_one, "a whole number >= 1"),

@@ -203,23 +203,10 @@ def _command_line(default: str) -> str:
     return "reabsnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else default
 
 
-def _copy_out(out, names, copy_to):
-    """Copy the named files of `out` to `copy_to` (when given); returns where they now are."""
-    import shutil
-    from pathlib import Path
-
-    if not copy_to:
-        return out
-    dest = Path(copy_to)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copyfile(out / name, dest / name)
-    return dest
-
-
 def cmd_reproduce(args) -> None:
     from reabsnet import distributed
-    from reabsnet.reproduce import FIGURES, reproduce
+    from reabsnet.artifacts import copy_files
+    from reabsnet.reproduce import REPORT_FILES, reproduce
 
     profile = _profile(args)
     if not 1 <= args.workers <= 64:
@@ -234,11 +221,12 @@ def cmd_reproduce(args) -> None:
     out = reproduce(profile, device, home=args.home, command=_command_line("reabsnet reproduce"),
                     shipped=_shipped(args))
     if is_main():
-        out = _copy_out(out, ("REPORT.md", "results.json", *FIGURES), args.copy_to)
+        out = copy_files(out, REPORT_FILES, args.copy_to)
         print(f"report: {out / 'REPORT.md'}")
 
 
 def cmd_ablate(args) -> None:
+    from reabsnet.artifacts import copy_files
     from reabsnet.evaluation.ablation import ablate, write
 
     profile = _profile(args)
@@ -247,11 +235,12 @@ def cmd_ablate(args) -> None:
                           shipped=_shipped(args))
     if is_main():
         write(out, results)
-        out = _copy_out(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
+        out = copy_files(out, ("ABLATION.md", "ablation.json", "ablation.png"), args.copy_to)
         print(f"ablation: {out / 'ABLATION.md'}")
 
 
 def cmd_harden(args) -> None:
+    from reabsnet.artifacts import copy_files
     from reabsnet.reproduce import harden
 
     profile = _profile(args)
@@ -260,7 +249,7 @@ def cmd_harden(args) -> None:
     out, _ = harden(profile, _device(args, profile.dataset), home=args.home, command=_command_line("reabsnet harden"),
                     shipped=_shipped(args))
     if is_main():
-        out = _copy_out(out, ("HARDENING.md", "hardening.json"), args.copy_to)
+        out = copy_files(out, ("HARDENING.md", "hardening.json"), args.copy_to)
         print(f"hardening: {out / 'HARDENING.md'}")
 
 

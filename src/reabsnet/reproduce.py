@@ -62,6 +62,7 @@ def build_seconds(out: Path) -> dict[str, float]:
 
 
 FIGURES = ("figure4.png", "accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png")
+REPORT_FILES = ("REPORT.md", "results.json", *FIGURES)          # what --copy-to copies
 
 
 def _figures(out: Path, profile: Profile, sets: dict, predictions: dict, titles: dict, results: dict) -> None:
@@ -111,7 +112,7 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     results: dict = {}
     predictions: dict = {}
     if distributed.is_main():   # Tables 1-3 are rank 0's to report: under torchrun the others would redo them in vain
-        results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets))
+        results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets, profile.eval.clean_images))
         results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, madry_sets,
                                                         pgd_master, pgd_madry)))
     if profile.adaptive.enabled:

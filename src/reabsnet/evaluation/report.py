@@ -27,6 +27,11 @@ def machine() -> dict:
     return info
 
 
+def _images(n: int) -> str:
+    """Which test images a clean number is on: the first n (all 10,000 unless eval.clean_images says fewer)."""
+    return f"{n:,} test images"
+
+
 def _cell(r: dict | None) -> str:
     if not r or r.get("n", 0) == 0:
         return "n/a"
@@ -59,7 +64,7 @@ def render(results: dict) -> str:
               "use the paper's threat model (attacks crafted against the master; the Madry-style baseline attacked "
               "directly); the section on adaptive attacks, if present, uses an attacker who also knows the guardian "
               "and the modifier. See the settings section for what differs from the paper.", ""]
-    lines += ["## Clean accuracy (all test images)", "", "| | ours | paper |", "|---|---|---|",
+    lines += [f"## Clean accuracy ({_images(r['clean']['master']['n'])})", "", "| | ours | paper |", "|---|---|---|",
               f"| master | {_cell(r['clean']['master'])} | {PAPER['clean_master']} |",
               f"| ReabsNet | {_cell(r['clean']['reabsnet'])} | {PAPER['clean_reabsnet']} |", ""]
     lines += ["## Table 1: guardian detection rate", "",
@@ -130,13 +135,15 @@ def _baseline(results: dict) -> list[str]:
     if not m:
         return []
     e, b = m["metrics"], results["profile"]["baseline"]
+    clean_images = e.get("clean_images", 10_000)      # sidecars older than check_size measured all 10,000
     return ["", "## The Madry-style baseline", "",
             f"Madry et al.'s released weights cannot be downloaded here, so we train the MNIST challenge network "
             f"ourselves. Recipe (`{m['method']}`): {m['recipe']}. The epoch with the best PGD-{b['val_steps']} "
             f"accuracy on {b['val_images']} validation images is kept "
             f"(epoch {m['training']['best_epoch'] + 1}).", "",
             "| | ours | Madry et al.'s model |", "|---|---|---|",
-            f"| clean accuracy (all test images) | {e['clean_accuracy']:.4f} | 0.9853 (challenge model) |",
+            f"| clean accuracy ({_images(clean_images)}) | {e['clean_accuracy']:.4f} | "
+            f"0.9853 (challenge model) |",
             f"| PGD-40, step 0.01, eps {e['eps']} | {_cell(e['pgd40'])} | 0.932 (their Table: PGD-40, 1 start) |",
             f"| PGD-100 x{e['restarts']} restarts, cross-entropy | {_cell(e['pgd100_ce'])} | |",
             f"| PGD-100 x{e['restarts']} restarts, margin loss | {_cell(e['pgd100_margin'])} | |",

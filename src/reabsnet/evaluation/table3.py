@@ -111,8 +111,8 @@ def _acc(mask: torch.Tensor) -> float:
 def compare(defended, madry, splits, sets: dict, predictions: dict, madry_sets: dict, pgd_master: dict,
             pgd_madry: dict) -> dict:
     """Table 3 and the curves, from the stored attack sets and the ReabsNet predictions `evaluate` made."""
-    x_test, _ = splits.split("test")
     master_clean = predictions["master_clean"]          # evaluate() ran the master on the test images already
+    x_test, y_test = splits.split("test", len(master_clean))     # ... on as many as it was asked to
     madry_clean = predict_logits(madry, x_test).argmax(1)
     reabsnet_clean = predictions["natural"].label
     labels = {spec.key: predictions[spec.key].label for spec in ATTACK_SPECS}
@@ -122,4 +122,4 @@ def compare(defended, madry, splits, sets: dict, predictions: dict, madry_sets: 
                          "reabsnet_label": defended.predict_batches(pgd_master[spec.key][0]["x_adv"]).label}
     return {"table3": table3(sets, labels, reabsnet_clean, master_clean, madry_sets, madry_clean),
             "curves": curves(sets, labels, reabsnet_clean, master_clean, madry_sets, madry_clean, pgd),
-            "madry_clean": rate(madry_clean == splits.test_y)}
+            "madry_clean": rate(madry_clean == y_test)}

@@ -10,7 +10,6 @@ twin, so the two-class set stays balanced: each kept image appears once natural 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from reabsnet.data import Splits
 from reabsnet.defense import ADVERSARIAL, NATURAL
 from reabsnet.errors import ReabsnetError
 from reabsnet.models import create_model, place
-from reabsnet.profiles import Profile
+from reabsnet.profiles import Profile, keyed
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
 from reabsnet.train.loop import cross_entropy_at, fit
@@ -111,7 +110,7 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
     # a variant's settings enter the key only where they depart from the paper, so the paper guardian's key holds
     variant = () if (architecture, data, extra_sets) == ("guardian", "deepfool", {}) else (
         architecture, data, sorted(meta["key"] for _, meta in extra_sets.values()))
-    key = stage_key("guardian", dataclasses.asdict(cfg), profile.seed, master_meta["sha256"], splits.sha256, *variant)
+    key = stage_key("guardian", keyed(cfg), profile.seed, master_meta["sha256"], splits.sha256, *variant)
 
     def build() -> tuple[nn.Module, dict]:
         train_adv = deepfool_split(master, master_meta["sha256"], splits, "train", cfg.train_images, cfg.shard_size,
@@ -132,7 +131,7 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
         began = time.perf_counter()
         history = fit(model, (x_train, y_train), (x_val, y_val), cfg.train, loss_fn=cross_entropy_at(1.0),
                       generator=gen, desc="guardian")
-        return model, {"profile": profile.name, "seed": profile.seed, "config": dataclasses.asdict(cfg),
+        return model, {"profile": profile.name, "seed": profile.seed, "config": keyed(cfg),
                        **({"variant": {"architecture": architecture, "data": data, "extra_sets": sorted(extra_sets)}}
                           if variant else {}),
                        "master_sha256": master_meta["sha256"], "data_sha256": splits.sha256,

@@ -14,7 +14,6 @@ not; the best epoch is kept.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from reabsnet.attacks.common import frozen
 from reabsnet.attacks.pgd import _project, _random_start
 from reabsnet.data import Splits
 from reabsnet.defense import ADVERSARIAL, NATURAL
-from reabsnet.profiles import Profile
+from reabsnet.profiles import Profile, keyed
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import cached_model, run_dir
 from reabsnet.train.loop import fit, predict_logits
@@ -65,7 +64,7 @@ def train_hardened_guardian(profile: Profile, splits: Splits, master: nn.Module,
     cfg = profile.adaptive
     threshold = profile.modifier.threshold
     out = run_dir(splits.name, profile.name, home)
-    key = stage_key("guardian-hardened", dataclasses.asdict(cfg.harden_train), cfg.harden_eps, cfg.harden_steps,
+    key = stage_key("guardian-hardened", keyed(cfg.harden_train), cfg.harden_eps, cfg.harden_steps,
                     cfg.harden_val_images, threshold, profile.seed, master_meta["sha256"], guardian_meta["sha256"],
                     splits.sha256)
 
@@ -102,7 +101,7 @@ def train_hardened_guardian(profile: Profile, splits: Splits, master: nn.Module,
                        "master_sha256": master_meta["sha256"], "data_sha256": splits.sha256,
                        "recipe": f"fine-tuned from the paper guardian on joint L-inf PGD ({cfg.harden_steps} steps "
                                  f"of 2.5 eps / steps, eps {cfg.harden_eps:g}, random start) against the master",
-                       "config": dataclasses.asdict(cfg.harden_train),
+                       "config": keyed(cfg.harden_train),
                        "training": {"natural_pass": history.val_accuracy, "val_scores": scores,
                                     "best_epoch": history.best_epoch, "train_loss": history.train_loss,
                                     "seconds": time.perf_counter() - began},

@@ -21,7 +21,7 @@ from reabsnet.artifacts import stage_key
 from reabsnet.attacks import BOX, pgd
 from reabsnet.data import Splits
 from reabsnet.models import create_model, place
-from reabsnet.profiles import BaselineConfig, Profile
+from reabsnet.profiles import BaselineConfig, Profile, keyed
 from reabsnet.rates import rate
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
@@ -92,11 +92,11 @@ def robust_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     return torch.cat(out)
 
 
-def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig) -> dict:
-    """Madry et al.'s numbers for the trained model: clean accuracy (all test images), PGD-40 (cross-entropy,
-    step 0.01, one random start) and PGD-100 (step 0.01, `eval_restarts` restarts, cross-entropy then margin
-    loss) on the first `eval_images` test images, and the worst case over all of them."""
-    x, y = splits.split("test")
+def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig, check_size: int = 0) -> dict:
+    """Madry et al.'s numbers for the trained model: clean accuracy (all test images, or the first `check_size`),
+    PGD-40 (cross-entropy, step 0.01, one random start) and PGD-100 (step 0.01, `eval_restarts` restarts,
+    cross-entropy then margin loss) on the first `eval_images` test images, and the worst case over all of them."""
+    x, y = splits.split("test", max(check_size, cfg.eval_images) if check_size else None)
     xs, ys = x[:cfg.eval_images], y[:cfg.eval_images]
     began = time.perf_counter()
     pgd40 = robust_correct(model, xs, ys, eps=cfg.eps, steps=40, step_size=0.01)
@@ -104,7 +104,8 @@ def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig) -> 
                                seed=1)
     pgd100_margin = robust_correct(model, xs, ys, eps=cfg.eps, steps=100, step_size=0.01,
                                    restarts=cfg.eval_restarts, loss="margin", seed=2)
-    return {"clean_accuracy": accuracy(model, x, y), "eps": cfg.eps, "n": len(ys),
+    x, y = (x[:check_size], y[:check_size]) if check_size else (x, y)
+    return {"clean_accuracy": accuracy(model, x, y), "clean_images": len(y), "eps": cfg.eps, "n": len(ys),
             "pgd40": rate(pgd40), "pgd100_ce": rate(pgd100_ce), "pgd100_margin": rate(pgd100_margin),
             "worst": rate(pgd40 & pgd100_ce & pgd100_margin), "restarts": cfg.eval_restarts,
             "seconds": time.perf_counter() - began}
@@ -115,7 +116,7 @@ def baseline_key(profile: Profile, method: str, data_sha256: str) -> str:
     value every shipped baseline was made with): an explicit "short-pgd" then reuses the shipped CPU baseline on a
     GPU too, where "auto" means Madry's 91-epoch recipe."""
     cfg = dataclasses.replace(profile.baseline, method="auto")
-    return stage_key("madry", dataclasses.asdict(cfg), method, profile.seed, data_sha256)
+    return stage_key("madry", keyed(cfg), method, profile.seed, data_sha256)
 
 
 def train_madry(profile: Profile, splits: Splits, device: torch.device, home: str | Path | None = None,
@@ -144,15 +145,15 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
             return float(robust_correct(m, xv, yv, eps=cfg.eps, steps=cfg.val_steps).float().mean())
 
         began = time.perf_counter()
-        history = fit(model, splits.split("train"), splits.split("val"), train_cfg, loss_fn=loss, generator=gen,
-                      desc=f"madry ({method})", select=select)
+        history = fit(model, splits.split("train"), splits.split("val", train_cfg.check_size or None), train_cfg,
+                      loss_fn=loss, generator=gen, desc=f"madry ({method})", select=select)
         seconds = time.perf_counter() - began
-        return model, {"profile": profile.name, "seed": profile.seed, "config": dataclasses.asdict(cfg),
+        return model, {"profile": profile.name, "seed": profile.seed, "config": keyed(cfg),
                        "method": method, "recipe": describe(cfg, method), "data_sha256": splits.sha256,
                        "training": {"val_accuracy": history.val_accuracy, "val_pgd_accuracy": history.val_selected,
                                     "train_loss": history.train_loss, "best_epoch": history.best_epoch,
                                     "seconds": seconds},
-                       "metrics": evaluate_baseline(model, splits, cfg)}
+                       "metrics": evaluate_baseline(model, splits, cfg, train_cfg.check_size)}
 
     return cached_model(out / "madry.safetensors", key, build, device,
                         shipped_dir(splits.name, profile.name, shipped))

@@ -23,7 +23,7 @@ import torch.nn as nn
 from reabsnet.artifacts import stage_key
 from reabsnet.data import Splits
 from reabsnet.models import create_model, place
-from reabsnet.profiles import Profile
+from reabsnet.profiles import Profile, keyed
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
 from reabsnet.train.loop import History, accuracy, cross_entropy_at, fit, predict_logits
@@ -41,8 +41,8 @@ def _train(model: nn.Module, splits: Splits, targets: torch.Tensor, cfg, tempera
            gen: torch.Generator, desc: str) -> dict:
     start = time.perf_counter()
     x, _ = splits.split("train")
-    history = fit(model, (x, targets), splits.split("val"), cfg, loss_fn=cross_entropy_at(temperature),
-                  generator=gen, desc=desc)
+    history = fit(model, (x, targets), splits.split("val", cfg.check_size or None), cfg,
+                  loss_fn=cross_entropy_at(temperature), generator=gen, desc=desc)
     return _record(history, time.perf_counter() - start)
 
 
@@ -56,12 +56,12 @@ def train_master(profile: Profile, splits: Splits, device: torch.device, home: s
     out = run_dir(splits.name, profile.name, home)
     ship = shipped_dir(splits.name, profile.name, shipped)
     common = {"profile": profile.name, "seed": profile.seed, "data_sha256": splits.sha256,
-              "config": dataclasses.asdict(profile.master)}
-    test_x, test_y = splits.split("test")
+              "config": keyed(profile.master)}
+    test_x, test_y = splits.split("test", profile.master.check_size or None)
 
     def finish(model: nn.Module, record: dict, **extra) -> tuple[nn.Module, dict]:
         return model, {**common, **extra, "training": record,
-                       "metrics": {"test_accuracy": accuracy(model, test_x, test_y)}}
+                       "metrics": {"test_accuracy": accuracy(model, test_x, test_y), "test_images": len(test_y)}}
 
     def build_init() -> tuple[nn.Module, dict]:
         # train_models.py: one epoch at T = 1 on the hard labels, the start both teacher and student share.
