@@ -112,9 +112,10 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     results: dict = {}
     predictions: dict = {}
     if distributed.is_main():   # Tables 1-3 are rank 0's to report: under torchrun the others would redo them in vain
-        results, predictions = timed("evaluation", lambda: evaluate(defended, splits, sets, profile.eval.clean_images))
-        results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, madry_sets,
-                                                        pgd_master, pgd_madry)))
+        results, predictions, master_clean = timed(
+            "evaluation", lambda: evaluate(defended, splits, sets, profile.eval.clean_images))
+        results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, master_clean,
+                                                        madry_sets, pgd_master, pgd_madry)))
     if profile.adaptive.enabled:
         adaptive = timed("adaptive attacks", lambda: adaptive_evaluation(
             profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))

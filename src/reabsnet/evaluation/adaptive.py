@@ -106,7 +106,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     bounds = bounds or threats()
     x, y = splits.split("test", n)
     m = profile.modifier
-    unscale = 1.0 / float(master_meta.get("temperature") or 1.0)   # CE attacks see logits / T (joint_networks)
+    unscale = unscale_of(master_meta)              # CE attacks see logits / T (joint_networks)
     joints = joint_networks(defended, master_meta, guardian_meta)
     joint, joint_meta = joints["dlr"]
     # the modifier's norm and extra steps enter the digest only where they are not the paper's (older keys hold)
@@ -243,11 +243,17 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     return results
 
 
+def unscale_of(master_meta: dict) -> float:
+    """1 / the master's distillation temperature (1 for an undistilled master): the factor that takes its deployed
+    logits back to the scale it was trained at, where cross-entropy has gradients."""
+    return 1.0 / float(master_meta.get("temperature") or 1.0)
+
+
 def joint_networks(defended: ReabsNet, master_meta: dict, guardian_meta: dict) -> dict[str, tuple[nn.Module, dict]]:
     """The joint logits the attacks differentiate, with their digests: "dlr" as they are, "ce" with the master's
     logits divided by its distillation temperature (the attacker knows it): the same labels without the saturated
     softmax that zeroes cross-entropy gradients (DLR is scale-free)."""
-    unscale = 1.0 / float(master_meta.get("temperature") or 1.0)
+    unscale = unscale_of(master_meta)
     meta = digest(master_meta, guardian_meta, extra=("joint", defended.threshold))
     return {"dlr": (JointLogits(defended.master, defended.guardian, defended.threshold).eval(), meta),
             "ce": (JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval(),

@@ -193,12 +193,12 @@ def save_shard(part: Path, key: str, start: int, attack, model: nn.Module, x: to
 
 
 def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]], clean_images: int = 0
-             ) -> tuple[dict, dict]:
+             ) -> tuple[dict, dict, torch.Tensor]:
     """Every number of Tables 1 and 2, clean accuracy, and the guardian's held-out detection metrics; the clean
     numbers on the first `clean_images` test images (0: all).
 
-    Returns (results, per-example predictions: ReabsNet's on the natural images and on each set, and under
-    "master_clean" the master's labels of the test images, which Table 3 reuses rather than recomputes)."""
+    Returns (results, ReabsNet's per-example predictions on the natural images ("natural") and on each set, the
+    master's labels of those test images, which Table 3 reuses rather than recomputes)."""
     x_test, y_test = splits.split("test", clean_images or None)
     master = defended.master
     master_labels = predict_logits(master, x_test).argmax(1)
@@ -212,7 +212,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
                              "median_l2": median(natural.revision_l2[natural.flagged])},
         "attacks": {},
     }
-    predictions = {"natural": natural, "master_clean": master_labels}
+    predictions = {"natural": natural}
     for spec in ATTACK_SPECS:
         arrays, meta = sets[spec.key]
         y, adversarial = arrays["y"], arrays["success"].bool()
@@ -235,7 +235,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
             "detection_at_fpr_1": detection_at_fpr(natural.p_adversarial, pred.p_adversarial[adversarial], 0.01),
             "detection_at_fpr_5": detection_at_fpr(natural.p_adversarial, pred.p_adversarial[adversarial], 0.05),
         }
-    return results, predictions
+    return results, predictions, master_labels
 
 
 def median(v: torch.Tensor) -> float | None:

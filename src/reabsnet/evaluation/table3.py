@@ -108,11 +108,11 @@ def _acc(mask: torch.Tensor) -> float:
     return float(mask.float().mean()) if len(mask) else float("nan")
 
 
-def compare(defended, madry, splits, sets: dict, predictions: dict, madry_sets: dict, pgd_master: dict,
-            pgd_madry: dict) -> dict:
-    """Table 3 and the curves, from the stored attack sets and the ReabsNet predictions `evaluate` made."""
-    master_clean = predictions["master_clean"]          # evaluate() ran the master on the test images already
-    x_test, y_test = splits.split("test", len(master_clean))     # ... on as many as it was asked to
+def compare(defended, madry, splits, sets: dict, predictions: dict, master_clean: torch.Tensor, madry_sets: dict,
+            pgd_master: dict, pgd_madry: dict) -> dict:
+    """Table 3 and the curves, from the stored attack sets and what `evaluate` computed: ReabsNet's predictions
+    and the master's labels of the first len(master_clean) test images (the Madry-style model's: on as many)."""
+    x_test, y_test = splits.split("test", len(master_clean))
     madry_clean = predict_logits(madry, x_test).argmax(1)
     reabsnet_clean = predictions["natural"].label
     labels = {spec.key: predictions[spec.key].label for spec in ATTACK_SPECS}
