@@ -5,15 +5,15 @@ BIN := $(VENV)/bin
 # Stamp: rebuilt only when the package's metadata changes, so repeated runs install nothing.
 STAMP := $(VENV)/.reabsnet-installed
 PROFILE ?= quick
-PIP := pip install -q --no-compile --disable-pip-version-check
+PIP := pip install -q --disable-pip-version-check
 
 .PHONY: reproduce test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: the local CPU wheel; an unpinned torch would pull gigabytes of CUDA packages.
-	@# --no-compile: Python compiles the modules it imports on first use; byte-compiling every installed file up
-	@# front took 43 s of a 99 s install on the 2-core machine (torch's 51 s -> 23 s).
+	@# pip byte-compiles what it installs (43 s of the 99 s here). Not --no-compile: where PYTHONDONTWRITEBYTECODE
+	@# is set (this sandbox sets it) every process would then compile torch from source again, about 3 s each.
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m $(PIP) torch==2.13.0
 	$(BIN)/python -m $(PIP) -e '.[test]'
 	@touch $(STAMP)

@@ -55,3 +55,16 @@ def test_clean_images_must_cover_every_attack_set():
     assert get_profile("smoke", ["eval.clean_images=0"]).eval.clean_images == 0
     with pytest.raises(ReabsnetError, match="eval.clean_images=20: .* largest attack set, 50 images"):
         get_profile("smoke", ["eval.clean_images=20"])
+
+
+def test_adaptive_bounds_are_settings_and_must_hold_linf_0_3():
+    from reabsnet.evaluation.adaptive import threats
+
+    assert threats(get_profile("paper").adaptive) == [("linf", 0.1), ("linf", 0.2), ("linf", 0.3), ("l2", 1.5),
+                                                      ("l2", 2.0)]
+    assert threats(get_profile("paper", ["adaptive.linf_bounds=0.3", "adaptive.l2_bounds=3"]).adaptive) == [
+        ("linf", 0.3), ("l2", 3.0)]
+    for bad, why in (("adaptive.linf_bounds=0.1,0.2", "must hold 0.3"), ("adaptive.l2_bounds=30", r"\(0, 28\]"),
+                     ("adaptive.linf_bounds=0.3,x", r"\(0, 1\]")):
+        with pytest.raises(ReabsnetError, match=why):
+            get_profile("paper", [bad])

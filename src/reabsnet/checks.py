@@ -54,12 +54,12 @@ def above_one(v: Any) -> bool:
     return _number(v) and v > 1
 
 
-def _bounds(text: str) -> bool:
+def _bounds(text: str, largest: float = 1.0) -> bool:
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         return False
-    return bool(values) and all(math.isfinite(v) and 0 < v <= 1 for v in values)
+    return bool(values) and all(math.isfinite(v) and 0 < v <= largest for v in values)
 
 
 def one_of(*choices: Any) -> Callable[[Any], bool]:
@@ -135,6 +135,9 @@ RULES: dict[str, Rule] = {
     "n_cw_train": (at_least_one, "a whole number >= 1"),
     "harden_eps": (positive, "a positive number"),
     "harden_bounds": (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]"),
+    "linf_bounds": (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]"),
+    # 28 = the L2 diameter of MNIST's [-0.5, 0.5]^784 box
+    "l2_bounds": (lambda v: isinstance(v, str) and _bounds(v, 28.0), "comma-separated L2 bounds in (0, 28]"),
     "harden_steps": (at_least_one, "a whole number >= 1"),
     "harden_val_images": (at_least_one, "a whole number >= 1"),
     "max_clean_rejection": (closed_unit, "a number between 0 and 1"),

@@ -49,8 +49,9 @@ def tasks(profile: Profile) -> list[str]:
     """Every task of the profile's reproduction, in the order workers take them."""
     names = ["tables master", "tables madry", "pgd"]
     if profile.adaptive.enabled:
-        names += ["adaptive cw", "adaptive sanity"] + [f"adaptive {norm} {eps:g} {part}" for norm, eps in threats()
-                                    for part in ("defense", "master", "madry")]
+        names += ["adaptive cw", "adaptive sanity"] + [f"adaptive {norm} {eps:g} {part}"
+                                                       for norm, eps in threats(profile.adaptive)
+                                                       for part in ("defense", "master", "madry")]
     order = list(MEASURED)
     return sorted(names, key=lambda t: order.index(t) if t in order else len(order))
 

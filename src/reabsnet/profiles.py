@@ -141,6 +141,10 @@ class AdaptiveConfig:
     queries: int = 5000              # Square's query budget per image (auto-attack's standard)
     pipeline_queries: int = 5000     # ... against the pipeline's output, where each query runs the modifier
     n_cw: int = 200                  # joint CW-L2 (the slowest attack) on the first N of those images only
+    # the bounds attacked, comma-separated; L-inf must hold 0.3, where a sanity check compares the attacks with a
+    # single step
+    linf_bounds: str = "0.1,0.2,0.3"
+    l2_bounds: str = "1.5,2"
     harden_n: int = 1000             # hardening attempts (at each L-inf bound) on the first N test images; 0 = skip
     harden_bounds: str = "0.1,0.2,0.3"   # the L-inf bounds they face, comma-separated
     # the adversarially trained guardian (reabsnet.train.hardened): fine-tuned from the paper guardian on joint
@@ -206,7 +210,7 @@ PROFILES: dict[str, Profile] = {
                                 fast_train=AdamTrainConfig(epochs=2, batch_size=100, lr=5e-3, schedule="cyclic",
                                                            train_size=2000, check_size=1000)),
         adaptive=AdaptiveConfig(n=10, steps=10, restarts=1, targets=2, queries=50, pipeline_queries=30,
-                                n_cw=5, harden_n=10, harden_bounds="0.3",
+                                n_cw=5, harden_n=10, harden_bounds="0.3", linf_bounds="0.1,0.3", l2_bounds="2",
                                 harden_train=TrainConfig(epochs=1, batch_size=64, lr=0.005, train_size=256),
                                 harden_steps=3, harden_val_images=50),
         ablation=AblationConfig(seeds=2, n_deepfool=100, n_cw_l2=20, n_cw_linf=10, n_cw_l2_reference=10,
@@ -235,6 +239,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def bound_list(text: str) -> list[float]:
+    """"0.1,0.2,0.3" -> [0.1, 0.2, 0.3] (the ranges are checked with every other setting: reabsnet.checks)."""
+    return [float(part) for part in text.split(",")]
+
+
 def with_preset(profile: Profile, preset: str) -> Profile:
     """`profile` with its attack sets at another preset (the ablation's reference sets, say)."""
     return dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, preset=preset))
@@ -254,6 +263,9 @@ def get_profile(name: str, overrides: typing.Sequence[str] = ()) -> Profile:
     _check(profile)
     e = profile.eval
     largest = max(e.n, e.n_cw_l2, e.n_cw_linf, e.n_pgd, e.n_cw_l2_baseline)
+    if 0.3 not in bound_list(profile.adaptive.linf_bounds):
+        raise ReabsnetError(f"profile setting adaptive.linf_bounds={profile.adaptive.linf_bounds!r}: must hold 0.3 "
+                            f"(a sanity check compares the attacks there with a single step)")
     if e.clean_images and e.clean_images < largest:
         raise ReabsnetError(f"profile setting eval.clean_images={e.clean_images}: must be 0 (all) or at least the "
                             f"largest attack set, {largest} images")

@@ -36,13 +36,11 @@ from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.paper import AttackSpec, attack_sets
 from reabsnet.evaluation.stats import rate
-from reabsnet.profiles import Profile
+from reabsnet.profiles import Profile, bound_list
 from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
 
-LINF_BOUNDS = (0.1, 0.2, 0.3)
-L2_BOUNDS = (1.5, 2.0)
 REJECT = 10          # JointLogits' "rejected" class
 
 
@@ -77,8 +75,9 @@ TUNED_STEPS = 5          # the tuned attack's steps, times the profile's APGD st
 TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
 
 
-def threats() -> list[tuple[str, float]]:
-    return [("linf", e) for e in LINF_BOUNDS] + [("l2", e) for e in L2_BOUNDS]
+def threats(cfg) -> list[tuple[str, float]]:
+    """The (norm, eps) pairs the adaptive evaluation attacks: `cfg` is the profile's AdaptiveConfig."""
+    return [("linf", e) for e in bound_list(cfg.linf_bounds)] + [("l2", e) for e in bound_list(cfg.l2_bounds)]
 
 
 def digest(*metas: dict, extra=()) -> dict:
@@ -93,7 +92,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
                         defense: bool = True) -> dict:
     """Run (or reuse) every adaptive attack set and return the robust accuracies, per-attack rates, the selective
     view and the sanity checks, on the first `n` (default `profile.adaptive.n`) test images, at `bounds` (default
-    all of LINF_BOUNDS and L2_BOUNDS); sets are stored under out/<subdir>/.
+    the profile's `threats`); sets are stored under out/<subdir>/.
 
     `tuned` adds an attack tuned to a guardian trained against joint PGD: joint APGD-DLR with TUNED_STEPS times the
     steps, aiming under the guardian threshold TUNED_THRESHOLD (a point found there stays unflagged when the
@@ -103,7 +102,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet, ma
     them, it builds that baseline's sets alone (a task of `reproduce --workers`)."""
     cfg = profile.adaptive
     n = n or cfg.n
-    bounds = bounds or threats()
+    bounds = bounds or threats(cfg)
     x, y = splits.split("test", n)
     m = profile.modifier
     unscale = unscale_of(master_meta)              # CE attacks see logits / T (joint_networks)
@@ -319,8 +318,8 @@ def _sanity(profile, splits, defended, joint, joint_meta, results, cw, out, timi
     cfg = profile.adaptive
     n = len(y)
     checks = {}
-    linf = [results["bounds"][f"linf {e:g}"]["reabsnet"]["rate"] for e in LINF_BOUNDS]
-    l2 = [results["bounds"][f"l2 {e:g}"]["reabsnet"]["rate"] for e in L2_BOUNDS]
+    linf = [results["bounds"][f"linf {e:g}"]["reabsnet"]["rate"] for e in sorted(bound_list(cfg.linf_bounds))]
+    l2 = [results["bounds"][f"l2 {e:g}"]["reabsnet"]["rate"] for e in sorted(bound_list(cfg.l2_bounds))]
     checks["monotone"] = {"linf": linf, "l2": l2,
                           "holds": all(a >= b for a, b in zip(linf, linf[1:], strict=False)) and
                           all(a >= b for a, b in zip(l2, l2[1:], strict=False))}
@@ -355,9 +354,9 @@ def transfer_check(results: dict, oblivious_pgd: dict) -> dict:
     """White-box beats transfer: the pipeline's accuracy on PGD crafted against the master alone (oblivious)
     against its adaptive robust accuracy at the same L-inf bounds."""
     rows = {}
-    for e in LINF_BOUNDS:
-        key = f"linf {e:g}"
-        if key in results["bounds"] and e in oblivious_pgd:
+    for key, b in results["bounds"].items():
+        e = b["eps"]
+        if b["norm"] == "linf" and e in oblivious_pgd:
             rows[key] = {"transfer_from_master": oblivious_pgd[e],
                          "adaptive": results["bounds"][key]["reabsnet"]["rate"]}
     return {"rows": rows, "holds": all(r["adaptive"] <= r["transfer_from_master"] for r in rows.values())}
@@ -372,7 +371,7 @@ def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta:
     against joint PGD on that master) is given, that master with that guardian, also facing the tuned attack.
     Each also under the reject policy."""
     n = profile.adaptive.harden_n
-    bounds = [("linf", float(e)) for e in profile.adaptive.harden_bounds.split(",")]
+    bounds = [("linf", e) for e in bound_list(profile.adaptive.harden_bounds)]
     # on the adaptive evaluation's own images the paper's configuration and the baseline are its very sets
     shared = n == profile.adaptive.n
     configs = {"ReabsNet (distilled master, the paper's)": (defended, master_meta, guardian_meta,
