@@ -65,7 +65,9 @@ def test_after_the_tasks_the_reproduction_attacks_nothing(smoke_run, mnist_cache
     profile, cpu = get_profile("smoke", TINY), torch.device("cpu")
     home = _home_with_networks(tmp_path, smoke_run, mnist_cache)
     names = tasks(profile)
-    assert len(names) == len(set(names)) == 5 + 5 * 3     # tables x2, pgd, cw, sanity; 5 bounds x 3 parts
+    # tables x2, pgd, cw, sanity; the smoke profile's 3 bounds (L-inf 0.1, 0.3, L2 2) x 3 parts
+    assert len(names) == len(set(names)) == 5 + 3 * 3
+    assert len(tasks(get_profile("paper"))) == 5 + 5 * 3
     assert names[0] == "adaptive linf 0.1 defense" and names.index("adaptive cw") < names.index("pgd")
     for name in names:
         assert build_task(name, profile, cpu, home, shipped=None) > 0
