@@ -163,3 +163,7 @@ def test_splits_and_pixel_scaling(mnist_cache):
     train_counts = torch.bincount(torch.cat([splits.train_y, splits.val_y]), minlength=10).tolist()
     assert train_counts == list(data.MNIST.train_counts)
     assert torch.equal(x[:3], data.to_float(splits.val_x[:3]))
+    # the first n only; 0 (or None) means all of it, as every size setting reads 0
+    first, labels = splits.split("val", 3)
+    assert torch.equal(first, x[:3]) and torch.equal(labels, y[:3])
+    assert torch.equal(splits.split("val", 0)[0], x)

@@ -68,6 +68,8 @@ def one_of(*choices: Any) -> Callable[[Any], bool]:
 
 Rule = tuple[Callable[[Any], bool], str]
 
+LINF_BOUNDS: Rule = (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]")
+
 RULES: dict[str, Rule] = {
     # attacks (their keyword names)
     "eps": (positive, "a positive number"),
@@ -134,8 +136,8 @@ RULES: dict[str, Rule] = {
     "ablation.seeds": (at_least_one, "a whole number >= 1"),
     "n_cw_train": (at_least_one, "a whole number >= 1"),
     "harden_eps": (positive, "a positive number"),
-    "harden_bounds": (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]"),
-    "linf_bounds": (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]"),
+    "harden_bounds": LINF_BOUNDS,
+    "linf_bounds": LINF_BOUNDS,
     # 28 = the L2 diameter of MNIST's [-0.5, 0.5]^784 box
     "l2_bounds": (lambda v: isinstance(v, str) and _bounds(v, 28.0), "comma-separated L2 bounds in (0, 28]"),
     "harden_steps": (at_least_one, "a whole number >= 1"),

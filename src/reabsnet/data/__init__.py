@@ -41,10 +41,11 @@ class Splits:
 
     def split(self, which: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(float images, labels) of 'train', 'val' or 'test'; with `n`, its first n only (converted alone: the
-        attack sets take a few images of the test split, dozens of times per run)."""
+        attack sets take a few images of the test split, dozens of times per run). n 0 or None: all of it, as
+        every size setting (train_size, check_size, clean_images) reads 0."""
         x, y = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
                 "test": (self.test_x, self.test_y)}[which]
-        return to_float(x[:n]), y[:n]
+        return to_float(x[:n or None]), y[:n or None]
 
 
 def load(dataset: str = "mnist", home: str | Path | None = None, source: str | Path | None = None) -> Splits:

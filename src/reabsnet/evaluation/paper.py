@@ -199,7 +199,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
 
     Returns (results, ReabsNet's per-example predictions on the natural images ("natural") and on each set, the
     master's labels of those test images, which Table 3 reuses rather than recomputes)."""
-    x_test, y_test = splits.split("test", clean_images or None)
+    x_test, y_test = splits.split("test", clean_images)
     master = defended.master
     master_labels = predict_logits(master, x_test).argmax(1)
     clean_master = master_labels == y_test

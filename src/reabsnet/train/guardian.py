@@ -37,7 +37,7 @@ def deepfool_split(master: nn.Module, master_sha: str, splits: Splits, split: st
                    out: Path) -> dict[str, torch.Tensor]:
     """DeepFool (reference settings) on the first `n` images of `split` (0 = all), shard by shard, resuming from
     the shards already on disk. Returns x, x_adv, y, success, iterations, l2 for the whole range."""
-    x, y = splits.split(split, n or None)
+    x, y = splits.split(split, n)
     n = n or len(x)
     shards = [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
 

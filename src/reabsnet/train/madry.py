@@ -96,15 +96,14 @@ def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig, che
     """Madry et al.'s numbers for the trained model: clean accuracy (all test images, or the first `check_size`),
     PGD-40 (cross-entropy, step 0.01, one random start) and PGD-100 (step 0.01, `eval_restarts` restarts,
     cross-entropy then margin loss) on the first `eval_images` test images, and the worst case over all of them."""
-    x, y = splits.split("test", max(check_size, cfg.eval_images) if check_size else None)
-    xs, ys = x[:cfg.eval_images], y[:cfg.eval_images]
+    xs, ys = splits.split("test", cfg.eval_images)
     began = time.perf_counter()
     pgd40 = robust_correct(model, xs, ys, eps=cfg.eps, steps=40, step_size=0.01)
     pgd100_ce = robust_correct(model, xs, ys, eps=cfg.eps, steps=100, step_size=0.01, restarts=cfg.eval_restarts,
                                seed=1)
     pgd100_margin = robust_correct(model, xs, ys, eps=cfg.eps, steps=100, step_size=0.01,
                                    restarts=cfg.eval_restarts, loss="margin", seed=2)
-    x, y = (x[:check_size], y[:check_size]) if check_size else (x, y)
+    x, y = splits.split("test", check_size)
     return {"clean_accuracy": accuracy(model, x, y), "clean_images": len(y), "eps": cfg.eps, "n": len(ys),
             "pgd40": rate(pgd40), "pgd100_ce": rate(pgd100_ce), "pgd100_margin": rate(pgd100_margin),
             "worst": rate(pgd40 & pgd100_ce & pgd100_margin), "restarts": cfg.eval_restarts,
@@ -145,7 +144,7 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
             return float(robust_correct(m, xv, yv, eps=cfg.eps, steps=cfg.val_steps).float().mean())
 
         began = time.perf_counter()
-        history = fit(model, splits.split("train"), splits.split("val", train_cfg.check_size or None), train_cfg,
+        history = fit(model, splits.split("train"), splits.split("val", train_cfg.check_size), train_cfg,
                       loss_fn=loss, generator=gen, desc=f"madry ({method})", select=select)
         seconds = time.perf_counter() - began
         return model, {"profile": profile.name, "seed": profile.seed, "config": keyed(cfg),

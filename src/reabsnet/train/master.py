@@ -41,7 +41,7 @@ def _train(model: nn.Module, splits: Splits, targets: torch.Tensor, cfg, tempera
            gen: torch.Generator, desc: str) -> dict:
     start = time.perf_counter()
     x, _ = splits.split("train")
-    history = fit(model, (x, targets), splits.split("val", cfg.check_size or None), cfg,
+    history = fit(model, (x, targets), splits.split("val", cfg.check_size), cfg,
                   loss_fn=cross_entropy_at(temperature), generator=gen, desc=desc)
     return _record(history, time.perf_counter() - start)
 
@@ -57,7 +57,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device, home: s
     ship = shipped_dir(splits.name, profile.name, shipped)
     common = {"profile": profile.name, "seed": profile.seed, "data_sha256": splits.sha256,
               "config": keyed(profile.master)}
-    test_x, test_y = splits.split("test", profile.master.check_size or None)
+    test_x, test_y = splits.split("test", profile.master.check_size)
 
     def finish(model: nn.Module, record: dict, **extra) -> tuple[nn.Module, dict]:
         return model, {**common, **extra, "training": record,
@@ -99,7 +99,7 @@ def train_master(profile: Profile, splits: Splits, device: torch.device, home: s
     def build_student() -> tuple[nn.Module, dict]:
         gen = seed_everything(profile.seed + 2)
         model = from_init()
-        x_train = splits.split("train", profile.master.train_size or None)[0]
+        x_train = splits.split("train", profile.master.train_size)[0]
         soft = torch.softmax(predict_logits(teacher, x_train) / T, dim=1)
         record = _train(model, splits, soft, profile.master, T, gen, "student")
         return finish(model, record, distilled=True, temperature=T, init_sha256=init_meta["sha256"],
