@@ -44,7 +44,8 @@ def main() -> None:
     torch.set_num_threads(2)
     summary = prebuild(profile, device, args.workers, home=args.home, deadline=args.deadline)
     print(json.dumps({"phase": 1, **summary}), flush=True)
-    out = reproduce(profile, device, home=args.home, command="python bench/gpu_reproduce.py " + " ".join(sys.argv[1:]))
+    out = reproduce(profile, device, home=args.home, command="python bench/gpu_reproduce.py " + " ".join(sys.argv[1:]),
+                    prebuilt=summary)
     copy_files(out, REPORT_FILES, args.copy_to)
     print(json.dumps({"phase": 2, "report": str(out / "REPORT.md"),
                       "wall_seconds": round(time.perf_counter() - began, 1)}), flush=True)

@@ -119,5 +119,10 @@ def test_workers_give_the_single_process_results(smoke_run, mnist_cache, tmp_pat
         else:
             assert a == b, (at, a, b)
 
-    one, two = (json.loads((h / "runs" / "mnist" / "smoke" / "results.json").read_text())["results"] for h in homes)
-    same(one, two)
+    one, two = (json.loads((h / "runs" / "mnist" / "smoke" / "results.json").read_text()) for h in homes)
+    same(one["results"], two["results"])
+    # the workers' phase counts in the run's wall time, and the report says what it did
+    assert "prebuild" not in one and two["prebuild"]["workers"] == 2 and not two["prebuild"]["stopped"]
+    pre = two["stage_seconds"]["sets by 2 workers (prebuild)"]
+    assert pre == two["prebuild"]["seconds"] and two["wall_seconds"] >= pre > 0
+    assert "first built by 2 processes" in (homes[1] / "runs" / "mnist" / "smoke" / "REPORT.md").read_text()

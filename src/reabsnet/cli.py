@@ -214,12 +214,13 @@ def cmd_reproduce(args) -> None:
     if args.workers > 1 and distributed.launched():
         raise ReabsnetError("--workers splits one process's device; under torchrun the ranks do that: use one")
     device = _device(args, profile.dataset)
+    prebuilt = None
     if args.workers > 1:
         from reabsnet.prebuild import prebuild
 
-        prebuild(profile, device, args.workers, home=args.home, shipped=_shipped(args), quiet=args.quiet)
+        prebuilt = prebuild(profile, device, args.workers, home=args.home, shipped=_shipped(args), quiet=args.quiet)
     out = reproduce(profile, device, home=args.home, command=_command_line("reabsnet reproduce"),
-                    shipped=_shipped(args))
+                    shipped=_shipped(args), prebuilt=prebuilt)
     if is_main():
         out = copy_files(out, REPORT_FILES, args.copy_to)
         print(f"report: {out / 'REPORT.md'}")

@@ -78,11 +78,14 @@ def _figures(out: Path, profile: Profile, sets: dict, predictions: dict, titles:
 
 
 def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
-              shipped: Path | None = SHIPPED_MODELS) -> Path:
+              shipped: Path | None = SHIPPED_MODELS, prebuilt: dict | None = None) -> Path:
     """Run (or resume) the whole reproduction; returns the directory holding REPORT.md and results.json.
-    Networks are taken from the `shipped` models where their keys match (None: train every one)."""
+    Networks are taken from the `shipped` models where their keys match (None: train every one). `prebuilt`: the
+    summary of `prebuild` run just before, whose seconds belong to this run's wall time (its sets are reused here)."""
     began = time.perf_counter()
     stages: dict[str, float] = {}
+    if prebuilt:
+        stages[f"sets by {prebuilt['workers']} workers (prebuild)"] = prebuilt["seconds"]
 
     def timed(name: str, fn):
         start = time.perf_counter()
@@ -134,14 +137,14 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
     titles = {s.key: s.title for s in ATTACK_SPECS}
     if distributed.is_main():    # under torchrun rank 0 writes the figures and the report
         timed("figures", lambda: _figures(out, profile, sets, predictions, titles, results))
-    stages["total"] = round(time.perf_counter() - began, 1)
+    stages["total"] = round(time.perf_counter() - began + (prebuilt["seconds"] if prebuilt else 0), 1)
     built = build_seconds(out)
     if distributed.is_main():
         report.write(out, {
             "dataset": splits.name, "command": command, "profile": dataclasses.asdict(profile),
             "machine": report.machine(), "device": str(device), "wall_seconds": stages["total"],
             "stage_seconds": {**stages, **{k: round(v, 1) for k, v in attack_seconds.items()}},
-            "build_seconds": built,
+            "build_seconds": built, **({"prebuild": prebuilt} if prebuilt else {}),
             "master": {k: master_meta.get(k) for k in ("sha256", "metrics", "training", "temperature", "distilled")},
             "guardian": {k: guardian_meta.get(k) for k in ("sha256", "metrics", "training", "train_set", "val_set")},
             "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics", "training")},

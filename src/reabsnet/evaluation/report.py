@@ -127,6 +127,12 @@ def render(results: dict) -> str:
     lines += [f"| **sum** | **{sum(results.get('build_seconds', {}).values()):.0f}** |"]
     lines += ["", "| stage (this run) | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["stage_seconds"].items()]
+    if pre := results.get("prebuild"):
+        stopped = pre["stopped"]
+        lines += ["", f"The attack sets were first built by {pre['workers']} processes sharing the device "
+                  f"(`--workers`, `reabsnet.prebuild`): {len(pre['tasks'])} of {len(pre['tasks']) + len(stopped)} "
+                  f"tasks finished in {pre['seconds']:.0f} s" + (f"; stopped at the deadline and finished by the "
+                  f"stages above: {', '.join(stopped)}." if stopped else ".")]
     return "\n".join(lines) + "\n"
 
 
