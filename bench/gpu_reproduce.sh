@@ -23,7 +23,9 @@ grep -E "stage |adaptive (linf|l2) [0-9.]+: |task .*: [0-9]+ s|rror" /tmp/report
 run=$home/runs/mnist/paper
 (cd "$run" && find . -name '*.json' -not -name '*.safetensors*' | tar -czf /tmp/report/sidecars.tgz -T -)
 tar -C /tmp -czf "$OUT/report.tgz" report
-(cd "$run" && tar -cf - $(ls -d attacks attacks-madry attacks-pgd attacks-madry-pgd adaptive 2>/dev/null)) \
+# in this order (ls would sort them: adaptive first), so the pieces that come back hold Tables 1-3's sets
+(cd "$run" && tar -cf - $(for d in attacks attacks-madry attacks-pgd attacks-madry-pgd adaptive; do
+    [ -d "$d" ] && echo "$d"; done)) \
     | { if command -v xz >/dev/null; then xz -T0 -3; else gzip -1; fi; } | split -b 15m - "$OUT/sets.tar.xz."
 ls -la "$OUT"
 rm -f "$OUT"/sets.tar.xz.a[d-z]
