@@ -261,15 +261,20 @@ def get_profile(name: str, overrides: typing.Sequence[str] = ()) -> Profile:
             raise ReabsnetError(f"override {item!r}: expected key=value, e.g. master.epochs=5")
         profile = _override(profile, key.strip().split("."), value.strip(), item)
     _check(profile)
+    _check_across(profile)
+    return profile
+
+
+def _check_across(profile: Profile) -> None:
+    """The rules that tie one setting to others (each setting's own range is `_check`'s)."""
     if 0.3 not in bound_list(profile.adaptive.linf_bounds):
         raise ReabsnetError(f"profile setting adaptive.linf_bounds={profile.adaptive.linf_bounds!r}: must hold 0.3 "
                             f"(a sanity check compares the attacks there with a single step)")
     e = profile.eval
     largest = max(e.n, e.n_cw_l2, e.n_cw_linf, e.n_pgd, e.n_cw_l2_baseline)
-    if e.clean_images and e.clean_images < largest:
+    if e.clean_images and e.clean_images < largest:   # Table 3 falls back to an image's clean label
         raise ReabsnetError(f"profile setting eval.clean_images={e.clean_images}: must be 0 (all) or at least the "
                             f"largest attack set, {largest} images")
-    return profile
 
 
 def _check(config, prefix: str = "") -> None:
