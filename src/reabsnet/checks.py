@@ -68,7 +68,12 @@ def one_of(*choices: Any) -> Callable[[Any], bool]:
 
 Rule = tuple[Callable[[Any], bool], str]
 
-LINF_BOUNDS: Rule = (lambda v: isinstance(v, str) and _bounds(v), "comma-separated L-inf bounds in (0, 1]")
+
+def _bounds_rule(norm: str, largest: float) -> Rule:
+    return (lambda v: isinstance(v, str) and _bounds(v, largest), f"comma-separated {norm} bounds in (0, {largest:g}]")
+
+
+LINF_BOUNDS = _bounds_rule("L-inf", 1.0)
 
 RULES: dict[str, Rule] = {
     # attacks (their keyword names)
@@ -139,7 +144,7 @@ RULES: dict[str, Rule] = {
     "harden_bounds": LINF_BOUNDS,
     "linf_bounds": LINF_BOUNDS,
     # 28 = the L2 diameter of MNIST's [-0.5, 0.5]^784 box
-    "l2_bounds": (lambda v: isinstance(v, str) and _bounds(v, 28.0), "comma-separated L2 bounds in (0, 28]"),
+    "l2_bounds": _bounds_rule("L2", 28.0),
     "harden_steps": (at_least_one, "a whole number >= 1"),
     "harden_val_images": (at_least_one, "a whole number >= 1"),
     "max_clean_rejection": (closed_unit, "a number between 0 and 1"),
