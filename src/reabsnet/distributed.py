@@ -108,6 +108,15 @@ def average_gradients(model: torch.nn.Module, share: float) -> None:
         at += g.numel()
 
 
+def from_main(value):
+    """Rank 0's `value` (any picklable object) on every rank."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def batch_slice(idx: torch.Tensor) -> torch.Tensor:
     """This rank's share of a global batch of indices (contiguous, as equal as the batch allows)."""
     if not active():

@@ -101,6 +101,12 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
     sizes; `baseline` picks the baseline's CW-L2 size. `indices` (positions among those first images) attacks only
     them, e.g. the ones earlier attacks left standing; the set then holds just those, in that order."""
     picked = indices.tolist() if indices is not None else None
+    if distributed.active():
+        # survivor indices come from each rank's own predictions; rank 0's (whose results are reported) decide, so
+        # every rank computes the same set under the same key even if rounding ever made a prediction differ
+        mine, picked = picked, distributed.from_main(picked)
+        if mine != picked:
+            log.warning("rank %d: its images to attack differ from rank 0's; rank 0's taken", distributed.rank())
     sets = {}
     for order, spec in enumerate(specs):
         size = n or set_size(profile, spec, baseline)
@@ -119,7 +125,8 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
             if distributed.active() or len(x) > SHARD or (path.parent / ".parts" / key).is_dir():
                 try:
                     result, shards = sharded_attack(attack, model, x, y, target, settings,
-                                                    path.parent / ".parts" / key, key, first_owner=order, desc=desc)
+                                                    path.parent / ".parts" / key, key, first_owner=order, desc=desc,
+                                                    name=f"{subdir}/{spec.key}")
                 except ReabsnetError:
                     if distributed.active() or not is_valid(path, key):
                         raise
@@ -150,12 +157,14 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
 
 def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                    settings: dict, parts: Path, key: str, *, first_owner: int = 0, shard: int = SHARD,
-                   desc: str = "attack") -> tuple[AttackResult, dict]:
+                   desc: str = "attack", name: str = "") -> tuple[AttackResult, dict]:
     """`run_attack` under torchrun: the images cut into shards of `shard` (run_attack's batch, so each shard is
     computed exactly as one process computes it), each rank computing the shards it owns (round robin from
-    `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all.
-    One process with shards on disk (another machine's, or its own before it was stopped) computes the rest.
-    Returns the result and where and how long its shards were computed (seconds summed over shards)."""
+    `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all, and
+    no rank returns before all have read them, so the caller's rank 0 may clear `parts` at once. One process with
+    shards on disk (another machine's, or its own before it was stopped) computes the rest. `name` names the set
+    in errors (default `desc`). Returns the result and where and how long its shards were computed (seconds summed
+    over shards)."""
     starts = range(0, len(x), shard)
     ready = [is_valid(parts / f"{start:06d}.safetensors", key) for start in starts]
     log.info("%s: %d of %d shards on disk, %d ranks compute the rest", desc, sum(ready), len(ready),
@@ -168,14 +177,20 @@ def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t
                        settings, shard, desc)
     distributed.barrier()
     pieces, seconds, devices = [], 0.0, []
-    for start in starts:
+    for j, start in enumerate(starts):
         part = parts / f"{start:06d}.safetensors"
         if not is_valid(part, key):
-            raise ReabsnetError(f"{part}: attack shard missing or corrupt after it was built")
+            found = ", on disk when this rank started" if ready[j] else ""
+            raise ReabsnetError(f"{part}: attack shard missing or corrupt after it was built (set {name or desc}, "
+                                f"images {start}+, owned by rank {(first_owner + j) % distributed.size()}{found}; "
+                                f"read by rank {distributed.rank()})")
         tensors, meta = load_tensors(part)
         pieces.append(tensors)
         seconds += meta.get("seconds", 0.0)
         devices.append(meta.get("device", "cpu"))
+    # rank 0 clears `parts` once it has the set: a rank still reading (descheduled after the barrier above, on a busy
+    # machine) would find its shards gone
+    distributed.barrier()
     result = AttackResult(**{k: torch.cat([p[k] for p in pieces]) for k in pieces[0]})
     return result, {"device": ", ".join(dict.fromkeys(devices)), "compute_seconds": seconds}
 

@@ -60,10 +60,12 @@ def deepfool_split(master: nn.Module, master_sha: str, splits: Splits, split: st
                  100 * res.success.float().mean(), time.perf_counter() - began)
     distributed.barrier()
     parts = []
-    for start, stop in shards:
+    for i, (start, stop) in enumerate(shards):
         path, key = where(start, stop)
         if not is_valid(path, key):
-            raise ReabsnetError(f"{path}: DeepFool shard missing or corrupt after it was built")
+            raise ReabsnetError(f"{path}: DeepFool shard missing or corrupt after it was built (guardian data, "
+                                f"{split} images {start}-{stop}, built by rank {i % distributed.size()}; read by rank "
+                                f"{distributed.rank()})")
         parts.append(load_tensors(path)[0])
     merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return {"x": x, "y": y, **merged}
