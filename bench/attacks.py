@@ -1,8 +1,10 @@
 """Our attacks beside foolbox, ART and torchattacks: same process, model, images and settings.
 
-    python -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install torch==2.13.0 -e . foolbox \
-        adversarial-robustness-toolbox packaging && /tmp/benchenv/bin/pip install --no-deps torchattacks
-    /tmp/benchenv/bin/python bench/attacks.py --model ~/.cache/reabsnet/runs/mnist/quick/master.safetensors
+    python -m venv .venv-peers && .venv-peers/bin/pip install torch==2.13.0 -e . foolbox \
+        adversarial-robustness-toolbox packaging && .venv-peers/bin/pip install --no-deps torchattacks
+    .venv-peers/bin/python bench/attacks.py --model models/mnist/paper/master.safetensors
+
+(the peers live in their own environment, beside `.venv`, so that `make test` never imports them).
 
 Prints per attack and library: images/s, success rate, median L2 and L-inf of the successful examples, and our
 speed-up over the fastest peer. Peers that lack an attack are skipped. Timings are wall clock on whatever device

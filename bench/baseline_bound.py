@@ -19,8 +19,8 @@ import time
 
 from reabsnet.evaluation.adaptive import adaptive_evaluation
 from reabsnet.prebuild import networks
+from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import get_profile
-from reabsnet.reproduce import build_reabsnet
 from reabsnet.runtime import resolve_device
 from reabsnet.stages import run_dir
 

@@ -22,8 +22,8 @@ import torch.multiprocessing as mp
 from reabsnet import data
 from reabsnet.attacks import JointLogits, get_attack
 from reabsnet.evaluation.adaptive import REJECT, _variant
+from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import get_profile
-from reabsnet.reproduce import build_reabsnet
 from reabsnet.runtime import resolve_device
 from reabsnet.train import train_master
 from reabsnet.train.guardian import train_guardian

@@ -1,13 +1,12 @@
-"""`reabsnet reproduce --workers N` with a deadline on its first phase, for a lent GPU machine whose call has a hard
-time limit: the workers' unfinished tasks are stopped at `--deadline` seconds (their finished sets stay), so the
-reproduction proper still has time to compute what is missing and write the report.
+"""`reabsnet reproduce --workers N` with a deadline on its first phase, for a job with a hard time limit (a batch
+queue's wall-clock limit): the workers' unfinished tasks are stopped at `--deadline` seconds (their finished sets
+stay), so the reproduction proper still has time to compute what is missing and write the report.
 
-    PYTHONPATH=src python bench/gpu_reproduce.py --profile paper --set baseline.method=short-pgd \\
-        --set adaptive.restarts=1 --set adaptive.pipeline_queries=300 --set adaptive.harden_n=0 \\
-        --workers 8 --deadline 380 --copy-to /tmp/report
+    python bench/gpu_reproduce.py --profile paper --set adaptive.restarts=1 --set adaptive.pipeline_queries=300 \\
+        --set adaptive.harden_n=0 --workers 8 --deadline 380 --copy-to gpu-report
 
-Networks come from the shipped models (`baseline.method=short-pgd` is the shipped baseline's method; "auto" means
-Madry's recipe on a GPU). Prints one JSON line per phase.
+Networks come from the shipped models (the paper profile's baseline method is the shipped baseline's, `short-pgd`,
+on every device). Prints one JSON line per phase. `bench/gpu_reproduce.sh` wraps it with a time limit and a log.
 """
 
 from __future__ import annotations

@@ -167,3 +167,24 @@ def test_classify_without_trained_models_is_one_line(tmp_path):
     proc = _cli("classify", "x.png", "--profile", "smoke", "--home", str(tmp_path))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "reabsnet reproduce" in lines[0]
+
+
+def test_version_and_help_name_every_option_and_the_papers_authors(capsys):
+    from reabsnet import __version__
+    from reabsnet.cli import DEFAULT_PROFILE, PROFILE_NAMES, build_parser
+    from reabsnet.profiles import PROFILES
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"reabsnet {__version__}"
+    assert set(PROFILE_NAMES) == set(PROFILES) and DEFAULT_PROFILE in PROFILES
+    parser = build_parser()
+    assert "Chen, Meng, Sun, Tang and Zhu" in parser.description
+    pending = [parser]
+    while pending:                      # every option of every subcommand says what it does
+        p = pending.pop()
+        for action in p._actions:
+            if action.choices and isinstance(action.choices, dict):
+                pending += action.choices.values()
+            elif action.dest != "help":
+                assert action.help, f"{p.prog}: {action.option_strings or action.dest} has no help text"

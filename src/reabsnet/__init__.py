@@ -1,4 +1,22 @@
-"""reabsnet: ReabsNet (Chen et al. 2017), a guardian network that detects adversarial examples and a modifier
-that revises them before the master network classifies them."""
+"""reabsnet: ReabsNet (Chen, Meng, Sun, Tang and Zhu 2017, arXiv:1712.08250), a guardian network that detects
+adversarial examples and a modifier that revises them before the master network classifies them.
+
+    net = reabsnet.load_pretrained("mnist-paper")    # the paper's networks, SHA-256 verified
+    net.predict(x).label                              # x: (N, 1, 28, 28) in [-0.5, 0.5]
+"""
 
 __version__ = "0.1.0"
+
+# the public entry points, imported on first use so that `import reabsnet` (and the CLI's start) stays light
+_LAZY = {"load_pretrained": "reabsnet.pretrained", "pretrained_names": "reabsnet.pretrained",
+         "ReabsNet": "reabsnet.defense"}
+
+__all__ = ["ReabsNet", "__version__", "load_pretrained", "pretrained_names"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reabsnet' has no attribute {name!r}")

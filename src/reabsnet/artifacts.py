@@ -68,13 +68,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def copy_files(src: str | os.PathLike, names: Iterable[str], dest: str | os.PathLike | None) -> Path:
-    """Copy the named files of the directory `src` into `dest` (made when missing), each write atomic; returns
-    where they now are (`src` itself when `dest` is None: nothing to copy)."""
+    """Copy the named files of the directory `src` that exist (a report without an adaptive stage has no adaptive
+    figure) into `dest` (made when missing), each write atomic; returns where they now are (`src` itself when
+    `dest` is None: nothing to copy)."""
     if dest is None:
         return Path(src)
     Path(dest).mkdir(parents=True, exist_ok=True)
     for name in names:
-        write_bytes_atomic(Path(dest) / name, (Path(src) / name).read_bytes())
+        if (Path(src) / name).exists():
+            write_bytes_atomic(Path(dest) / name, (Path(src) / name).read_bytes())
     return Path(dest)
 
 

@@ -54,7 +54,9 @@ def above_one(v: Any) -> bool:
     return _number(v) and v > 1
 
 
-def _bounds(text: str, largest: float = 1.0) -> bool:
+def _bounds(text: str, largest: float = 1.0, empty: bool = False) -> bool:
+    if empty and text == "":
+        return True
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
@@ -69,8 +71,9 @@ def one_of(*choices: Any) -> Callable[[Any], bool]:
 Rule = tuple[Callable[[Any], bool], str]
 
 
-def _bounds_rule(norm: str, largest: float) -> Rule:
-    return (lambda v: isinstance(v, str) and _bounds(v, largest), f"comma-separated {norm} bounds in (0, {largest:g}]")
+def _bounds_rule(norm: str, largest: float, empty: bool = False) -> Rule:
+    return (lambda v: isinstance(v, str) and _bounds(v, largest, empty),
+            f"comma-separated {norm} bounds in (0, {largest:g}]" + (" (empty: none)" if empty else ""))
 
 
 LINF_BOUNDS = _bounds_rule("L-inf", 1.0)
@@ -144,7 +147,7 @@ RULES: dict[str, Rule] = {
     "harden_bounds": LINF_BOUNDS,
     "linf_bounds": LINF_BOUNDS,
     # 28 = the L2 diameter of MNIST's [-0.5, 0.5]^784 box
-    "l2_bounds": _bounds_rule("L2", 28.0),
+    "l2_bounds": _bounds_rule("L2", 28.0, empty=True),
     "harden_steps": (at_least_one, "a whole number >= 1"),
     "harden_val_images": (at_least_one, "a whole number >= 1"),
     "max_clean_rejection": (closed_unit, "a number between 0 and 1"),

@@ -16,6 +16,10 @@ from reabsnet.errors import ReabsnetError
 
 log = logging.getLogger("reabsnet")
 
+# profile names, without importing torch for --help (tests check they match reabsnet.profiles.PROFILES)
+PROFILE_NAMES = ("smoke", "quick", "paper", "paper-subset")
+DEFAULT_PROFILE = "paper-subset"
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
@@ -27,7 +31,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{' | '.join(PROFILE_NAMES)} (default: "
+                   f"{DEFAULT_PROFILE}: the shipped paper networks on a subset of the test images, about 8 minutes on "
+                   "2 CPU cores; paper: the full-scale evaluation; quick and smoke train small networks first)")
     p.add_argument("--seed", type=int, help="override the profile's seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting, e.g. --set master.epochs=5 (repeatable)")
@@ -47,7 +53,11 @@ def _report_parser(sub, name: str, help: str, outputs: str, run) -> argparse.Arg
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reabsnet", description="ReabsNet: detect and revise adversarial examples (Chen et al. 2017)")
+    from reabsnet import __version__
+
+    parser = _Parser(prog="reabsnet", description="ReabsNet: detect and revise adversarial examples (Chen, Meng, "
+                     "Sun, Tang and Zhu 2017, arXiv:1712.08250)")
+    parser.add_argument("--version", action="version", version=f"reabsnet {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,13 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
     classify.add_argument("inputs", nargs="+", metavar="FILE",
                           help="PNG/JPEG images, .npy/.npz batches, or directories of them")
-    classify.add_argument("--profile", default="quick", help="whose trained models to use (default: quick)")
+    classify.add_argument("--profile", default="paper", help="whose trained networks to use: the run's, else the "
+                          "shipped ones (default: paper, the shipped paper networks)")
     classify.add_argument("--master", metavar="PATH", help="master checkpoint (default: the profile's)")
     classify.add_argument("--guardian", metavar="PATH", help="guardian checkpoint (default: the profile's)")
     classify.add_argument("--threshold", type=float, help="flag when P(adversarial) exceeds this (default: profile)")
     classify.add_argument("--invert", action="store_true", help="invert images (dark digits on a light ground)")
-    classify.add_argument("--dataset", default="mnist")
-    classify.add_argument("--device", default="auto")
+    classify.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist: whose run to use (default: "
+                          "mnist)")
+    classify.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
     _common(classify)
     classify.set_defaults(run=cmd_classify)
 
@@ -111,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override an attack setting, e.g. --set eps=0.2 (repeatable)")
     attack.add_argument("--seed", type=int, default=0, help="seed for targets and random starts (default: 0)")
-    attack.add_argument("--batch-size", type=int, default=500)
-    attack.add_argument("--dataset", default="mnist")
+    attack.add_argument("--batch-size", type=int, default=500,
+                        help="images per attack batch (under torchrun: per shard) (default: 500)")
+    attack.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
     attack.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     attack.add_argument("--out", metavar="PATH", help="output .npz (default: ./<attack>[-targeted]-<preset>-n<N>.npz)")
     _common(attack)
@@ -270,14 +283,14 @@ def cmd_classify(args) -> int:
     check_setting("threshold", threshold, "--")
     device = resolve_device(args.device)
     run = run_dir(args.dataset, profile.name, args.home)
-    shipped = shipped_dir(args.dataset, profile.name, SHIPPED_MODELS)
+    shipped = shipped_dir(args.dataset, profile.trained_as, SHIPPED_MODELS)
     paths = {}
     for role in ("master", "guardian"):   # given, else the run directory's, else the shipped one
         found = [p for p in (run / f"{role}.safetensors", shipped / f"{role}.safetensors") if p.exists()]
         paths[role] = getattr(args, role) or (found[0] if found else run / f"{role}.safetensors")
         if not os.path.exists(paths[role]):
             raise ReabsnetError(f"no {role} at {paths[role]}; train it with `reabsnet reproduce --profile "
-                                f"{profile.name}` or pass --{role} PATH")
+                                f"{profile.name}`, pass --{role} PATH, or use the shipped networks (--profile paper)")
     master = place(load_model(paths["master"], expect="master")[0], device)
     guardian = place(load_model(paths["guardian"], expect="guardian")[0], device)
     m = profile.modifier

@@ -28,8 +28,9 @@ import torch.multiprocessing as mp
 from reabsnet.evaluation.adaptive import adaptive_evaluation, joint_cw, joint_networks, sanity_sets, threats
 from reabsnet.evaluation.paper import attack_sets
 from reabsnet.evaluation.table3 import pgd_specs
+from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import Profile
-from reabsnet.reproduce import build_reabsnet, networks
+from reabsnet.reproduce import networks
 from reabsnet.runtime import resolve_device
 from reabsnet.stages import SHIPPED_MODELS, run_dir
 

@@ -16,25 +16,19 @@ import torch
 
 from reabsnet import data, distributed
 from reabsnet.artifacts import read_json
-from reabsnet.defense import ReabsNet
 from reabsnet.evaluation import plots, report
 from reabsnet.evaluation.adaptive import adaptive_evaluation, hardening, transfer_check
 from reabsnet.evaluation.figure import figure4
 from reabsnet.evaluation.paper import ATTACK_SPECS, attack_sets, evaluate
 from reabsnet.evaluation.table3 import compare, pgd_specs
+from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import Profile
-from reabsnet.stages import SHIPPED_MODELS, run_dir
+from reabsnet.stages import SHIPPED_MODELS, SHIPPED_REPORTS, run_dir
 from reabsnet.train import train_madry, train_master
 from reabsnet.train.guardian import train_guardian
 from reabsnet.train.hardened import train_hardened_guardian
 
 log = logging.getLogger(__name__)
-
-
-def build_reabsnet(profile: Profile, master: torch.nn.Module, guardian: torch.nn.Module) -> ReabsNet:
-    m = profile.modifier
-    return ReabsNet(master, guardian, threshold=m.threshold, revise_to=m.revise_to, overshoot=m.overshoot,
-                    max_iter=m.max_iter, norm=m.norm, extra_steps=m.extra_steps).eval()
 
 
 def build_seconds(out: Path) -> dict[str, float]:
@@ -61,7 +55,7 @@ def build_seconds(out: Path) -> dict[str, float]:
     return built
 
 
-FIGURES = ("figure4.png", "accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png")
+FIGURES = ("figure4.png", "accuracy-vs-linf.png", "guardian-roc.png", "revision-l2.png", "adaptive-vs-linf.png")
 REPORT_FILES = ("REPORT.md", "results.json", *FIGURES)          # what --copy-to copies
 
 
@@ -75,6 +69,10 @@ def _figures(out: Path, profile: Profile, sets: dict, predictions: dict, titles:
     revised = {k: (titles[k], predictions[k].revision_l2[predictions[k].flagged]) for k in titles}
     attack_l2 = {k: sets[k][0]["l2"][sets[k][0]["success"].bool()] for k in titles}
     plots.revision_histogram(out / "revision-l2.png", natural.revision_l2[natural.flagged], revised, attack_l2)
+    if results.get("adaptive", {}).get("bounds"):
+        plots.adaptive_vs_bound(out / "adaptive-vs-linf.png", results["adaptive"])
+    else:       # not an earlier run's figure beside this run's report
+        (out / "adaptive-vs-linf.png").unlink(missing_ok=True)
 
 
 def reproduce(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
@@ -150,6 +148,9 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
             "madry": {k: madry_meta.get(k) for k in ("sha256", "method", "recipe", "metrics", "training")},
             "data": {"sha256": splits.sha256, "source": splits.source},
             "results": results,
+            "reference": report.reference(splits.name, profile.networks, {
+                "master": master_meta["sha256"], "guardian": guardian_meta["sha256"], "madry": madry_meta["sha256"]},
+                SHIPPED_REPORTS if shipped is not None else None),
         })
     return out
 
@@ -166,7 +167,7 @@ def networks(profile: Profile, device: torch.device, home, shipped: Path | None 
 
 def harden(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
            shipped: Path | None = SHIPPED_MODELS) -> tuple[Path, dict]:
-    """The hardening attempts alone (issue 11's lead, settled or retired): the networks (trained or reused), the
+    """The hardening attempts alone: the networks (trained or reused), the
     adversarially trained guardian, and every configuration against the full adaptive suite at each L-inf bound.
     Writes HARDENING.md and hardening.json next to the reproduction's report; returns (that folder, results)."""
     began = time.perf_counter()

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # The repository's shipped networks; in an installed (non-editable) package this folder does not exist, and every
 # stage simply trains.
 SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+# ... and the full-scale reports of the shipped networks (docs/results/<dataset>-<profile>/)
+SHIPPED_REPORTS = SHIPPED_MODELS.parent / "docs" / "results"
 
 
 def run_dir(dataset: str, profile: str, home: str | Path | None = None) -> Path:

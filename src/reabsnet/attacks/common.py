@@ -96,7 +96,10 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, 
     if box[0] >= box[1]:
         raise ValueError(f"box {box}: lower bound must be below upper bound")
     if len(x) and (x.min() < box[0] - 1e-6 or x.max() > box[1] + 1e-6):
-        raise ValueError(f"inputs lie outside the box {box}: [{x.min().item():.3f}, {x.max().item():.3f}]")
+        # never clamped silently: (0, 1) images attacked in (-0.5, 0.5) would be other images
+        raise ValueError(f"inputs lie outside the box {box}: [{x.min().item():.3f}, {x.max().item():.3f}]; pass "
+                         f"box=(low, high), the pixel range your model takes (this package's MNIST: (-0.5, 0.5); "
+                         f"torchattacks and AutoAttack: (0, 1))")
 
 
 def norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

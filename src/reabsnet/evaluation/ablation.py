@@ -5,7 +5,7 @@ with a Wilson 95% interval, the median revision L2 and the fraction of revised i
 right. The guardian of the profile's own cell and of every guardian factor is trained with `ablation.seeds` seeds,
 so each cell has a spread over seeds to compare a factor's effect with.
 
-Factors (the issue's letters):
+Factors (lettered as in ABLATION.md):
 - a. CW strength: the profile's CW presets against `ablation.reference_preset` (default "paper", the reference
   settings: CW-Linf as li_attack.py on the first `n_cw_linf_reference` images; CW-L2 as l2_attack.py, 9 x 10,000
   with abort-early, on the first `n_cw_l2_reference`); each set's median distortion and the master's logit margin

@@ -54,6 +54,36 @@ def accuracy_vs_bound(path: Path, curves: dict, threat: str) -> None:
     _save(fig, path)
 
 
+ADAPTIVE_STYLE = {"reabsnet": ("ReabsNet (revise flagged inputs)", "tab:blue", "-", "o"),
+                  "selective": ("reject policy (correct or rejected)", "tab:cyan", ":", "s"),
+                  "master": ("master alone (distilled)", "tab:gray", "--", "v"),
+                  "madry": ("Madry-style baseline (adversarially trained)", "tab:red", "-.", "D")}
+
+
+def adaptive_vs_bound(path: Path, adaptive: dict) -> None:
+    """Robust accuracy against the L-inf bound under the white-box adaptive attacks (worst case per example), with
+    95% Wilson intervals, from the adaptive evaluation's results; the clean rate at bound 0."""
+    bounds = sorted((b["eps"], b) for b in adaptive["bounds"].values() if b["norm"] == "linf")
+    clean = {"reabsnet": adaptive["clean"]["reabsnet"], "selective": adaptive["clean"]["selective_correct_or_rejected"],
+             "master": adaptive["clean"]["master"], "madry": adaptive["clean"]["madry"]}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, (label, color, style, marker) in ADAPTIVE_STYLE.items():
+        points = [(0.0, clean[key])] + [(eps, b[key]) for eps, b in bounds if key in b]
+        xs = [x for x, _ in points]
+        ys = [r["rate"] for _, r in points]
+        lo = [r["rate"] - r["ci95"][0] for _, r in points]
+        hi = [r["ci95"][1] - r["rate"] for _, r in points]
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, marker=marker, color=color, label=label, markersize=4,
+                    capsize=2)
+    ax.set_xlabel("L-inf bound eps (pixel range [-0.5, 0.5])")
+    ax.set_ylabel("robust accuracy (worst case over the suite)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"MNIST under white-box adaptive attacks, first {adaptive['n']:,} test images", fontsize=10)
+    _save(fig, path)
+
+
 def roc_curves(path: Path, natural: torch.Tensor, adversarial: dict[str, tuple[str, torch.Tensor]]) -> dict:
     """The guardian's ROC per attack (natural test images negative, successful adversarial examples positive),
     on linear and logarithmic false-positive axes; returns the AUCs."""

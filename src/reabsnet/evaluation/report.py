@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from reabsnet.artifacts import versions, write_bytes_atomic, write_json_atomic
+from reabsnet.artifacts import read_json, versions, write_bytes_atomic, write_json_atomic
 from reabsnet.evaluation import table3
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER
 
@@ -52,6 +52,74 @@ def _verdict(ours: dict, paper) -> str:
     return "below, within CI" if hi >= paper else "below"
 
 
+def headline(results: dict) -> dict[str, tuple[dict | float | None, float | None]]:
+    """The report's headline cells, name -> (ours, the paper's or None): clean accuracy, Tables 1-3, the PGD curve
+    and the adaptive table; what a subset run sets beside the full-scale report on the same networks."""
+    r = results["results"]
+    cells = {"clean accuracy, master": (r["clean"]["master"], PAPER["clean_master"]),
+             "clean accuracy, ReabsNet": (r["clean"]["reabsnet"], PAPER["clean_reabsnet"]),
+             "Table 1: natural images passed": (r["natural_pass"], PAPER["natural_pass"])}
+    for spec in ATTACK_SPECS:
+        a = r["attacks"][spec.key]
+        cells[f"Table 1: detection, {spec.title}"] = (a["detection"], PAPER["detection"][spec.key])
+    for spec in ATTACK_SPECS:
+        a = r["attacks"][spec.key]
+        cells[f"Table 2: ReabsNet, {spec.title}"] = (a["reabsnet"], PAPER["reabsnet"][spec.key])
+    for eps, row in r.get("table3", {}).items():
+        paper = table3.PAPER.get(float(eps), {})
+        for who, label in (("reabsnet", "ReabsNet"), ("madry", "Madry-style")):
+            for spec in ATTACK_SPECS:
+                cells[f"Table 3 eps {float(eps):g}: {label}, {spec.title}"] = (
+                    row[spec.key][who], paper.get(who, {}).get(spec.key))
+    pgd = r.get("curves", {}).get("pgd", {})
+    for i, b in enumerate(pgd.get("bounds", [])):
+        if b:
+            for who, label in (("reabsnet", "ReabsNet"), ("madry", "Madry-style")):
+                cells[f"PGD-40 at L-inf {b:g}: {label}"] = (pgd[who][i], None)
+    for name, b in _in_order(r.get("adaptive", {}).get("bounds", {})):
+        for who, label in (("reabsnet", "ReabsNet"), ("selective", "reject policy"), ("master", "master alone"),
+                           ("madry", "Madry-style")):
+            if who in b:
+                cells[f"adaptive {_bound(name)}: {label}"] = (b[who], None)
+    return cells
+
+
+def reference(dataset: str, networks: str, shas: dict[str, str], root: Path | None) -> dict | None:
+    """The headline cells of the committed full-scale report of the shipped `networks` (root/<dataset>-<networks>/
+    results.json), if it exists and was made with the very networks whose SHA-256 `shas` gives (role -> hash)."""
+    path = None if root is None or not networks else root / f"{dataset}-{networks}" / "results.json"
+    if path is None or not path.exists():
+        return None
+    full = read_json(path)
+    if any(full.get(role, {}).get("sha256") != sha for role, sha in shas.items()):
+        return None
+    return {"profile": networks, "report": f"docs/results/{dataset}-{networks}/REPORT.md",
+            "cells": {name: ours for name, (ours, _) in headline(full).items()}}
+
+
+def _rate(v: dict | float | None) -> str:
+    if isinstance(v, dict):
+        return _cell(v)
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _beside(results: dict) -> list[str]:
+    """A subset run's headline cells beside the committed full-scale report's, on the same networks."""
+    ref = results.get("reference")
+    if not ref:
+        return []
+    theirs = ref["cells"]
+    lines = ["## Beside the full-scale report", "",
+             f"This run evaluates the shipped `{ref['profile']}` networks (the same SHA-256 as the committed "
+             f"full-scale report, `{ref['report']}`) on the first test images only: the sizes are in each row's "
+             "counts and in the settings section. Cells the full report has and this run does not are left out.", "",
+             "| cell | this run | full-scale report | paper |", "|---|---|---|---|"]
+    for name, (ours, paper) in headline(results).items():
+        if name in theirs:
+            lines.append(f"| {name} | {_rate(ours)} | {_rate(theirs[name])} | {_paper(paper)} |")
+    return lines + [""]
+
+
 def render(results: dict) -> str:
     r, prof = results["results"], results["profile"]
     lines = [f"# ReabsNet reproduction: {results['dataset']}, profile `{prof['name']}`", ""]
@@ -64,6 +132,7 @@ def render(results: dict) -> str:
               "use the paper's threat model (attacks crafted against the master; the Madry-style baseline attacked "
               "directly); the section on adaptive attacks, if present, uses an attacker who also knows the guardian "
               "and the modifier. See the settings section for what differs from the paper.", ""]
+    lines += _beside(results)
     lines += [f"## Clean accuracy ({_images(r['clean']['master']['n'])})", "", "| | ours | paper |", "|---|---|---|",
               f"| master | {_cell(r['clean']['master'])} | {PAPER['clean_master']} |",
               f"| ReabsNet | {_cell(r['clean']['reabsnet'])} | {PAPER['clean_reabsnet']} |", ""]
@@ -102,6 +171,8 @@ def render(results: dict) -> str:
               "Attacks of Table 2 crafted against the master (ReabsNet and the master) or against the baseline "
               "(white-box), with the paper's rule applied at every bound; PGD run once per bound.", "",
               "![accuracy against the L-inf bound](accuracy-vs-linf.png)", "",
+              *(["## Robust accuracy under the adaptive attacks", "",
+                 "![robust accuracy against the L-inf bound](adaptive-vs-linf.png)", ""] if r.get("adaptive") else []),
               "## Guardian ROC per attack", "", "![guardian ROC](guardian-roc.png)", "",
               "## What the modifier does", "", "![revision sizes](revision-l2.png)", ""]
     lines += ["## Settings, and where they differ from the paper", ""]
@@ -143,9 +214,9 @@ def _baseline(results: dict) -> list[str]:
     e, b = m["metrics"], results["profile"]["baseline"]
     clean_images = e.get("clean_images", 10_000)      # sidecars older than check_size measured all 10,000
     return ["", "## The Madry-style baseline", "",
-            f"Madry et al.'s released weights cannot be downloaded here, so we train the MNIST challenge network "
-            f"ourselves. Recipe (`{m['method']}`): {m['recipe']}. The epoch with the best PGD-{b['val_steps']} "
-            f"accuracy on {b['val_images']} validation images is kept "
+            f"Madry et al.'s released weights are TensorFlow checkpoints, not shipped with this package, so this is "
+            f"our own training of the MNIST challenge network. Recipe (`{m['method']}`): {m['recipe']}. The epoch "
+            f"with the best PGD-{b['val_steps']} accuracy on {b['val_images']} validation images is kept "
             f"(epoch {m['training']['best_epoch'] + 1}).", "",
             "| | ours | Madry et al.'s model |", "|---|---|---|",
             f"| clean accuracy ({_images(clean_images)}) | {e['clean_accuracy']:.4f} | "
@@ -200,13 +271,13 @@ def _adaptive(r: dict) -> list[str]:
     c = a["clean"]
     lines = ["", "## Adaptive attacks (white-box; the paper's section 5 leaves this open)", "",
              "Threat models. *Oblivious* (the paper's, Tables 1-3): the attacker knows the master only. *White-box "
-             "adaptive* (here): the attacker knows the master, the guardian and the modifier, with their weights, and "
-             "wins when the pipeline's final label is wrong for an input within the bound. Per bound every attack "
-             "below runs and an image counts as robust only if the pipeline is right under all of them (worst case "
-             "per example): joint APGD-CE and APGD-DLR on the master and guardian together (evade the guardian, "
-             "fool the master; CE sees the master's logits / T), BPDA APGD-CE and APGD-DLR through the modifier "
-             "(the revision as identity on the backward pass), APGD-DLR through the modifier's DeepFool steps "
-             "unrolled (exact gradients), and under L2 also joint CW-L2 targeted, cut at the "
+             "adaptive* (this section): the attacker knows the master, the guardian and the modifier, with their "
+             "weights, and wins when the pipeline's final label is wrong for an input within the bound. Per bound "
+             "every attack below runs and an image counts as robust only if the pipeline is right under all of "
+             "them (worst case per example): joint APGD-CE and APGD-DLR on the master and guardian together "
+             "(evade the guardian, fool the master; CE sees the master's logits / T), BPDA APGD-CE and APGD-DLR "
+             "through the modifier (the revision as identity on the backward pass), APGD-DLR through the "
+             "modifier's DeepFool steps unrolled (exact gradients), and under L2 also joint CW-L2 targeted, cut at the "
              f"bound (on the first {a.get('n_cw', a['n'])} images only: it is the slowest). Then, as in the "
              "AutoAttack protocol, each only on the images every earlier attack left standing: joint APGD-T "
              "(targeted DLR toward the top other classes), Square on the joint score (gradient-free; the attacker "
@@ -226,7 +297,7 @@ def _adaptive(r: dict) -> list[str]:
              "|---|---|---|---|---|---|",
              f"| none (clean) | {_cell(c['reabsnet'])} | {_cell(c['selective_correct_or_rejected'])} "
              f"(rejects {c['selective_rejected']['rate']:.3f}) | {_cell(c['master'])} | {_cell(c['madry'])} | |"]
-    for name, b in a["bounds"].items():
+    for name, b in _in_order(a["bounds"]):
         aa = _cell(b["madry_autoattack"]) if "madry_autoattack" in b else "-"
         lines.append(f"| {_bound(name)} | {_cell(b['reabsnet'])} | "
                      f"{_cell(b['selective'])} | {_cell(b['master'])} | {_cell(b['madry'])} | {aa} |")
@@ -234,30 +305,32 @@ def _adaptive(r: dict) -> list[str]:
               "guardian flags). The survivor attacks (APGD-T, Square) ran only on the images still standing; "
               "their row counts those and how many each broke (for the pipeline: under revision / under the reject "
               "policy):", "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|"]
-    for name, b in a["bounds"].items():
+    for name, b in _in_order(a["bounds"]):
         lines += _per_attack_rows(name, b["per_attack"])
     s = a["sanity"]
     mono, unb, it, loss = s["monotone"], s["unbounded"], s["iterative_beats_single_step"], s["loss_increases"]
     lines += ["", "Sanity checks (Carlini et al. 2019, \"On evaluating adversarial robustness\"):", "",
-              f"- accuracy falls as the bound grows: L-inf {', '.join(f'{v:.3f}' for v in mono['linf'])}; L2 "
-              f"{', '.join(f'{v:.3f}' for v in mono['l2'])}: {'holds' if mono['holds'] else 'FAILS'}.",
+              f"- accuracy falls as the bound grows: L-inf {', '.join(f'{v:.3f}' for v in mono['linf'])}"
+              + (f"; L2 {', '.join(f'{v:.3f}' for v in mono['l2'])}" if mono["l2"] else "")
+              + f": {'holds' if mono['holds'] else 'FAILS'}.",
               f"- unbounded attack (joint APGD-CE with eps 1, the whole box): pipeline wrong on "
-              f"{_cell(unb['pipeline_wrong'])}; unbounded joint CW-L2 targeted succeeds on "
-              f"{_cell(unb['cw_l2_unbounded_success'])}.",
+              f"{_cell(unb['pipeline_wrong'])}" + (f"; unbounded joint CW-L2 targeted succeeds on "
+                                                   f"{_cell(unb['cw_l2_unbounded_success'])}."
+                                                   if unb.get("cw_l2_unbounded_success") else "."),
               f"- iterative beats single-step at L-inf 0.3: one step leaves accuracy {_cell(it['single_step'])}, "
               f"the iterative worst case {_cell(it['iterative'])}: {'holds' if it['holds'] else 'FAILS'}.",
               f"- the attack loss goes up (joint APGD-CE at L-inf 0.1, {loss['images']} images): mean gain "
               f"{_fmt(loss['gain_after_first_step'])} after one step, {_fmt(loss['gain_at_end'])} at the end: "
               f"{'holds' if loss['holds'] else 'FAILS'}."]
-    beyond = {name: b["square_beyond_gradient"] for name, b in a["bounds"].items() if "square_beyond_gradient" in b}
+    beyond = {name: b["square_beyond_gradient"] for name, b in _in_order(a["bounds"]) if "square_beyond_gradient" in b}
     if beyond:
         wins = {name: {k: v for k, v in counts.items() if v} for name, counts in beyond.items()}
         wins = {name: w for name, w in wins.items() if w}
         detail = "; ".join(f"{_bound(name)}: " + ", ".join(f"{k} {v}" for k, v in w.items())
                            for name, w in wins.items())
         lines.append("- gradient-free beats gradient? Images Square broke that every gradient attack left standing "
-                     "(gradient masking where not zero): " + (detail + ": gradient masking, reported here, "
-                     "to be explained" if wins else "none at any bound: holds") + ".")
+                     "(gradient masking where not zero): "
+                     + (detail + ": gradient masking" if wins else "none at any bound: holds") + ".")
     t = s.get("transfer")
     if t:
         rows = "; ".join(f"{k}: transfer {v['transfer_from_master']:.3f}, white-box {v['adaptive']:.3f}"
@@ -268,6 +341,15 @@ def _adaptive(r: dict) -> list[str]:
     if h:
         lines += _hardening(h)
     return lines
+
+
+def _in_order(bounds: dict) -> list[tuple[str, dict]]:
+    """Bounds as the evaluation runs them, L-inf then L2, each ascending ("linf 0.1": ...; results.json sorts its
+    keys, so a report rendered from it would otherwise list L2 first)."""
+    def key(item):
+        norm, eps = item[0].split()
+        return norm != "linf", float(eps)
+    return sorted(bounds.items(), key=key)
 
 
 def _bound(name: str) -> str:
@@ -302,19 +384,19 @@ def _hardening(h: dict) -> list[str]:
     for name, c in h["configs"].items():
         clean = (f"{c['clean']['rate']:.3f} / {c['reject_policy_clean']['rate']:.3f} "
                  f"({c['reject_policy_rejects_clean']['rate']:.3f})")
-        for bound, b in c["bounds"].items():
+        for bound, b in _in_order(c["bounds"]):
             lines.append(f"| {name}{' (tuned)' if c.get('tuned') else ''} | {_bound(bound)} | {clean} | "
                          f"{_cell(b['robust'])} | {_cell(b['reject_policy_robust'])} | "
                          f"{_cell(b['madry_robust'])} ({b['madry_autoattack']['rate']:.3f}) |")
             clean = ""
     lead = h.get("lead")
     if lead and lead["verdicts"]:
-        lines += ["", f"The bar (issue 11): correct-or-rejected at L-inf 0.3 at least {lead['margin']:.0%} above the "
+        lines += ["", f"The bar: correct-or-rejected at L-inf 0.3 at least {lead['margin']:.0%} above the "
                   f"baseline's robust accuracy, with at most {h['max_clean_rejection']:.0%} of clean images "
                   "rejected. " + "; ".join(
                       f"{name}: {v['gap']:+.3f} with {v['clean_rejected']:.3f} rejected "
                       f"({'meets it' if v['beats'] else 'does not'})" for name, v in lead["verdicts"].items()) + "."]
-    per = [(name, bound, b["per_attack"]) for name, c in h["configs"].items() for bound, b in c["bounds"].items()]
+    per = [(name, bound, b["per_attack"]) for name, c in h["configs"].items() for bound, b in _in_order(c["bounds"])]
     lines += ["", "<details><summary>Per attack, each hardening configuration</summary>", "",
               "| configuration | bound | attack | accuracy | flagged |", "|---|---|---|---|---|"]
     for name, bound, pa in per:

@@ -22,8 +22,8 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 
 # On a CPU the passes of these small CNNs run fastest on batches of about a hundred images, whose activations stay
-# in the caches: on the 2-core development CPU (bench/kernels.py), the master's forward + input-gradient pass does
-# 2,810 images/s on 500 images in chunks of 128 against 2,065 as one batch; whole attacks on 200 images run 1.25-1.3x
+# in the caches: on a 2-core Intel Xeon (bench/kernels.py), the master's forward + input-gradient pass does 2,810
+# images/s on 500 images in chunks of 128 against 2,065 as one batch; whole attacks on 200 images run 1.25-1.3x
 # faster (bench/attacks.py, docs/benchmarks.md). GPUs want the whole batch, so only CPU inputs are chunked.
 CPU_CHUNK = 128
 

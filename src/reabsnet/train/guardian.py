@@ -143,4 +143,4 @@ def train_guardian(profile: Profile, splits: Splits, master: nn.Module, master_m
                        "metrics": {"val_accuracy": history.best_val_accuracy}}
 
     return cached_model(out / f"{name}.safetensors", key, None if only_built else build, device,
-                        shipped_dir(splits.name, profile.name, shipped))
+                        shipped_dir(splits.name, profile.trained_as, shipped))

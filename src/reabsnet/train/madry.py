@@ -155,4 +155,4 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
                        "metrics": evaluate_baseline(model, splits, cfg, train_cfg.check_size)}
 
     return cached_model(out / "madry.safetensors", key, build, device,
-                        shipped_dir(splits.name, profile.name, shipped))
+                        shipped_dir(splits.name, profile.trained_as, shipped))

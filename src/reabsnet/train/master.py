@@ -54,8 +54,8 @@ def train_master(profile: Profile, splits: Splits, device: torch.device, home: s
     Artifacts under runs/<dataset>/<profile>/: init, teacher and master (distilled), or master-plain.
     """
     out = run_dir(splits.name, profile.name, home)
-    ship = shipped_dir(splits.name, profile.name, shipped)
-    common = {"profile": profile.name, "seed": profile.seed, "data_sha256": splits.sha256,
+    ship = shipped_dir(splits.name, profile.trained_as, shipped)
+    common = {"profile": profile.trained_as, "seed": profile.seed, "data_sha256": splits.sha256,
               "config": keyed(profile.master)}
     test_x, test_y = splits.split("test", profile.master.check_size)
 
