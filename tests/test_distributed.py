@@ -272,3 +272,18 @@ def test_a_set_finished_by_another_process_on_the_same_home_is_taken_not_an_erro
     monkeypatch.setattr(paper, "sharded_attack", shard_lost)
     with pytest.raises(ReabsnetError, match="shard missing"):
         paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n)
+
+
+def test_a_lost_shard_names_its_set_its_owner_and_its_reader(small_model, mnist, monkeypatch):
+    import reabsnet.evaluation.paper as paper
+    from reabsnet.errors import ReabsnetError
+    from reabsnet.profiles import get_profile
+
+    profile, spec = get_profile("smoke"), paper.ATTACK_SPECS[0]
+    monkeypatch.setattr(paper, "save_shard", lambda *args, **kwargs: 0.0)     # built, but never lands
+    x, y, _ = paper.set_inputs(profile, spec, mnist, 20)
+    lost = r"000000\.safetensors: attack shard missing or corrupt after it was built"
+    named = r" \(set adaptive/fgsm, images 0\+, owned by rank 0; read by rank 0\)"
+    with pytest.raises(ReabsnetError, match=lost + named):
+        paper.sharded_attack(paper.get_attack(spec.attack), small_model, x, y, None, {}, Path("/nonexistent/parts"),
+                             "k", name="adaptive/fgsm")

@@ -64,7 +64,12 @@ def test_adaptive_bounds_are_settings_and_must_hold_linf_0_3():
                                                       ("l2", 2.0)]
     assert threats(get_profile("paper", ["adaptive.linf_bounds=0.3", "adaptive.l2_bounds=3"]).adaptive) == [
         ("linf", 0.3), ("l2", 3.0)]
+    # no L2 bound at all (paper-subset): L-inf only; an empty L-inf list stays an error
+    assert threats(get_profile("paper", ["adaptive.l2_bounds="]).adaptive) == [
+        ("linf", 0.1), ("linf", 0.2), ("linf", 0.3)]
+    assert threats(get_profile("paper-subset").adaptive) == [("linf", 0.1), ("linf", 0.2), ("linf", 0.3)]
     for bad, why in (("adaptive.linf_bounds=0.1,0.2", "must hold 0.3"), ("adaptive.l2_bounds=30", r"\(0, 28\]"),
-                     ("adaptive.linf_bounds=0.3,x", r"\(0, 1\]")):
+                     ("adaptive.linf_bounds=0.3,x", r"\(0, 1\]"), ("adaptive.linf_bounds=", r"\(0, 1\]"),
+                     ("networks=nope", "no such profile")):
         with pytest.raises(ReabsnetError, match=why):
             get_profile("paper", [bad])

@@ -34,6 +34,8 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
     assert "0.709" in report                       # the paper's values are printed beside ours
     assert "## Clean accuracy (1,000 test images)" in report
     assert (smoke_run / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (smoke_run / "adaptive-vs-linf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![robust accuracy against the L-inf bound](adaptive-vs-linf.png)" in report
 
 
 def test_rerun_reuses_every_stage_and_recomputes_a_lost_shard(smoke_run, shared_home, mnist):
@@ -229,3 +231,27 @@ def test_ablation_summary_spreads_over_seeds():
     assert [r["label"] for r in rows] == ["profile", "1 epoch"]
     assert rows[0]["reabsnet"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8, "seeds": 2})
     assert rows[1]["reabsnet"]["seeds"] == 3 and abs(rows[1]["reabsnet"]["mean"] - 0.4) < 1e-12
+
+
+def test_a_subset_run_sets_each_cell_beside_the_full_report_of_the_same_networks(tmp_path):
+    """paper-subset's REPORT.md opens with its headline cells beside the committed full-scale report's and the
+    paper's, but only when the networks are that report's (same SHA-256); the adaptive figure is rendered too."""
+    from reabsnet.artifacts import read_json
+    from reabsnet.evaluation import plots, report
+    from reabsnet.stages import SHIPPED_REPORTS
+
+    full = read_json(SHIPPED_REPORTS / "mnist-paper" / "results.json")
+    shas = {role: full[role]["sha256"] for role in ("master", "guardian", "madry")}
+    ref = report.reference("mnist", "paper", shas, SHIPPED_REPORTS)
+    assert ref["cells"]["Table 2: ReabsNet, CW L2 targeted"]["k"] == 711
+    assert ref["cells"]["adaptive L-inf 0.3: Madry-style"]["k"] == 892
+    assert report.reference("mnist", "paper", {**shas, "guardian": "other"}, SHIPPED_REPORTS) is None
+    assert report.reference("mnist", "", shas, SHIPPED_REPORTS) is None
+    text = report.render({**full, "reference": ref})
+    beside = text[text.index("## Beside the full-scale report"):text.index("## Clean accuracy")]
+    assert ("| Table 2: ReabsNet, CW L2 targeted | 0.711 (711/1000; 0.682-0.738) | 0.711 (711/1000; 0.682-0.738) "
+            "| 0.962 |") in beside
+    assert "| adaptive L-inf 0.3: ReabsNet | 0.000 (0/1000; 0.000-0.004) | 0.000 (0/1000; 0.000-0.004) | - |" in beside
+    assert "Beside the full-scale report" not in report.render(full)
+    plots.adaptive_vs_bound(tmp_path / "a.png", full["results"]["adaptive"])
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

@@ -163,6 +163,8 @@ def test_load_pretrained_gives_the_papers_reabsnet_and_baseline_verified(mnist, 
     pred = net.predict(x)
     assert (pred.label == y).sum() >= 99 and not pred.flagged.any()   # the committed report: 99.45% on 10,000
     madry = reabsnet.load_pretrained("mnist-paper-madry")
+    assert madry.registry_name == "madry" and net.master.registry_name == "master" and not madry.training
+    assert net.guardian.registry_name == "guardian" and net.threshold == get_profile("paper").modifier.threshold
     assert (madry(x).argmax(1) == y).sum() >= 98
     with pytest.raises(ReabsnetError, match="unknown pretrained network 'mnist'; choose one of: mnist-paper"):
         reabsnet.load_pretrained("mnist")
