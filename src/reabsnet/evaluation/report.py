@@ -94,7 +94,17 @@ def reference(dataset: str, networks: str, shas: dict[str, str], root: Path | No
     if any(full.get(role, {}).get("sha256") != sha for role, sha in shas.items()):
         return None
     return {"profile": networks, "report": f"docs/results/{dataset}-{networks}/REPORT.md",
-            "cells": {name: ours for name, (ours, _) in headline(full).items()}}
+            "cells": {name: ours for name, (ours, _) in headline(full).items()},
+            "adaptive_budget": _budget(full["results"].get("adaptive"))}
+
+
+def _budget(a: dict | None) -> str:
+    """An adaptive evaluation's attack budgets in one phrase."""
+    if not a:
+        return "none"
+    return (f"APGD {a['steps']} steps x {a['restarts']} restart(s), APGD-T and FAB-T on {a.get('targets', '-')} "
+            f"target classes, Square {a.get('queries', '-')} queries ({a.get('pipeline_queries', '-')} through the "
+            "modifier)")
 
 
 def _rate(v: dict | float | None) -> str:
@@ -112,7 +122,10 @@ def _beside(results: dict) -> list[str]:
     lines = ["## Beside the full-scale report", "",
              f"This run evaluates the shipped `{ref['profile']}` networks (the same SHA-256 as the committed "
              f"full-scale report, `{ref['report']}`) on the first test images only: the sizes are in each row's "
-             "counts and in the settings section. Cells the full report has and this run does not are left out.", "",
+             "counts and in the settings section. Cells the full report has and this run does not are left out. "
+             f"Adaptive budgets, this run: {_budget(results['results'].get('adaptive'))}; the full report: "
+             f"{ref.get('adaptive_budget', 'see it')}. Smaller budgets find fewer adversarial examples, so this "
+             "run's adaptive rates can read higher than the full budgets would on the same images.", "",
              "| cell | this run | full-scale report | paper |", "|---|---|---|---|"]
     for name, (ours, paper) in headline(results).items():
         if name in theirs:
