@@ -91,9 +91,11 @@ def test_baseline_method_resolution():
     from reabsnet.profiles import get_profile
     from reabsnet.train.madry import describe, resolve_method
 
-    cfg = get_profile("paper").baseline
+    cfg = get_profile("paper", ["baseline.method=auto"]).baseline
     assert resolve_method(cfg, torch.device("cpu")) == "short-pgd"
     assert resolve_method(cfg, torch.device("cuda")) == "madry"
+    # the paper profile itself names the shipped baseline's method, on every device
+    assert resolve_method(get_profile("paper").baseline, torch.device("cuda")) == "short-pgd"
     assert "40 steps of 0.01" in describe(cfg, "madry") and "91 epochs" in describe(cfg, "madry")
     with pytest.raises(ValueError, match="baseline.method"):
         resolve_method(get_profile("paper", ["baseline.method=free"]).baseline, torch.device("cpu"))
