@@ -76,7 +76,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torc
                 best = dist.argmin(dim=1)
                 pick = torch.arange(len(idx), device=x.device)
                 w_best = w.permute(1, 0, 2)[pick, best]                               # (n, D)
-                # deepfool.py: r_i = (|f| + 1e-4) * w / ||w||^2, accumulated
+                # deepfool.py: r_i = (pert + 1e-4) * w / ||w||, pert = |f| / ||w||, accumulated
                 step = (dist[pick, best] + 1e-4) / w_norm[pick, best]
                 r_tot[idx] += (step[:, None] * w_best).view_as(x[idx])
                 iterations[idx] += 1
