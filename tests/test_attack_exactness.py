@@ -92,3 +92,19 @@ def test_roc_auc_equals_the_pairwise_count_with_ties_half():
         pos = torch.randint(5, 25, (n_pos,), generator=gen).float() / 20
         wins = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
         assert abs(roc_auc(neg, pos) - float(wins / (n_neg * n_pos))) < 1e-12
+
+
+def test_the_modifier_revises_flagged_inputs_until_the_guardian_says_natural_at_revise_to():
+    from reabsnet.defense import ReabsNet
+
+    gen = torch.Generator().manual_seed(3)
+    master = Linear(torch.randn(10, 16, generator=gen), torch.zeros(10)).eval()
+    guardian = Linear(torch.randn(2, 16, generator=gen), torch.zeros(2)).eval()     # class 1: adversarial
+    x = 0.1 * torch.randn(64, 1, 4, 4, generator=gen)
+    for revise_to in (0.5, 0.9, 0.99):
+        pred = ReabsNet(master, guardian, threshold=0.5, revise_to=revise_to).eval().predict(x)
+        assert pred.flagged.sum() >= 10 and pred.natural_after[pred.flagged].all()
+        p_natural = torch.softmax(guardian(pred.x[pred.flagged]), 1)[:, 0]
+        # DeepFool's overshoot carries each revision a little past the revise_to boundary, never short of it
+        assert (p_natural >= revise_to).all() and (p_natural < revise_to + 0.5 * (1 - revise_to)).all(), revise_to
+        assert torch.equal(pred.x[~pred.flagged], x[~pred.flagged])      # natural-looking inputs pass untouched

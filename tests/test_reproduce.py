@@ -28,6 +28,8 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
     for a in r["attacks"].values():
         lo, hi = a["reabsnet"]["ci95"]
         assert lo <= a["reabsnet"]["rate"] <= hi
+        # Table 1 counts only the examples the attack made adversarial; Table 2 every attacked image
+        assert a["detection"]["n"] == a["attack_success"]["k"] and a["reabsnet"]["n"] == a["n"]
     report = (smoke_run / "REPORT.md").read_text()
     for heading in ("Table 1", "Table 2", "Clean accuracy", "Figure 4", "Settings", "Compute time"):
         assert heading in report
