@@ -178,3 +178,20 @@ def stage_key(*parts: Any) -> str:
     """A digest of a stage's inputs (configs, upstream hashes); an artifact is reused only if its key matches."""
     blob = json.dumps(parts, sort_keys=True, default=_jsonable).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def tensors_sha256(tensors, extra=()) -> str:
+    """SHA-256 of tensors' dtypes, shapes and bytes, in order (and of `extra`, JSON): a user's data, or a model's
+    state_dict values, identified by content."""
+    h = hashlib.sha256(json.dumps(list(extra), default=_jsonable).encode())
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_sha256(model) -> str:
+    """A model's identity for stage keys when it has no checkpoint file: its state_dict, by content."""
+    state = model.state_dict()
+    return tensors_sha256([state[k] for k in sorted(state)], extra=sorted(state))

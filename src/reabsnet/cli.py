@@ -35,6 +35,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    f"{DEFAULT_PROFILE}: the shipped paper networks on a subset of the test images, about 6 minutes on "
                    "2 CPU cores; paper: the full-scale evaluation; quick and smoke train small networks first)")
     p.add_argument("--seed", type=int, help="override the profile's seed")
+    p.add_argument("--dataset", help="mnist | fashion-mnist (default: the profile's, mnist)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting, e.g. --set master.epochs=5 (repeatable)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
@@ -130,6 +131,54 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--out", metavar="PATH", help="output .npz (default: ./<attack>[-targeted]-<preset>-n<N>.npz)")
     _common(attack)
     attack.set_defaults(run=cmd_attack)
+
+    model_help = ("a .safetensors checkpoint of a registered architecture (reabsnet.models.save_model), or "
+                  "module:function / file.py:function: a function of no arguments returning the model with weights")
+    data_help = ("labelled images: a .npz with arrays x (N,H,W / N,H,W,C / N,C,H,W; uint8 or float) and y "
+                 "(integer labels), or a folder of class subfolders of images")
+    box_help = ("the pixel range the model takes, e.g. 0,1 (default: uint8 pixels map to 0,1; float pixels: 0,1 "
+                "or -0.5,0.5, whichever holds them)")
+    fitg = sub.add_parser("fit-guardian", help="train a guardian for your own classifier on your own images "
+                          "(DeepFool on the master, then natural vs adversarial)")
+    fitg.add_argument("--master", required=True, metavar="SPEC", help=model_help)
+    fitg.add_argument("--data", required=True, metavar="PATH", help=data_help)
+    fitg.add_argument("--box", metavar="LOW,HIGH", help=box_help)
+    fitg.add_argument("--out", required=True, metavar="DIR", help="where guardian.safetensors (+ .json) and its "
+                      "DeepFool data go; a rerun resumes and reuses them")
+    fitg.add_argument("--n", type=int, default=0, help="the first N images only (default: 0, all); the last tenth "
+                      "of them validates")
+    fitg.add_argument("--epochs", type=int, help="training epochs (default: 10)")
+    fitg.add_argument("--lr", type=float, help="learning rate (default: 0.02 with SGD on 1x28x28 images, the "
+                      "paper profile's; else 1e-3 with Adam)")
+    fitg.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    fitg.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
+    fitg.set_defaults(run=cmd_fit_guardian)
+
+    ev = sub.add_parser("evaluate", help="evaluate your classifier (and guardian): attacks on the master "
+                        "(Tables 1-2) and the adaptive suite, written to REPORT.md and results.json")
+    ev.add_argument("--master", required=True, metavar="SPEC", help=model_help)
+    ev.add_argument("--guardian", metavar="PATH", help="a guardian checkpoint (reabsnet fit-guardian's); without "
+                    "one the master alone faces the adaptive suite (AutoAttack's standard ensemble)")
+    ev.add_argument("--data", required=True, metavar="PATH", help=data_help)
+    ev.add_argument("--box", metavar="LOW,HIGH", help=box_help)
+    ev.add_argument("--n", type=int, default=100, help="the first N images (default: 100)")
+    ev.add_argument("--norm", default="linf", help="linf | l2 (default: linf)")
+    ev.add_argument("--bounds", default="8/255", help="comma-separated radii, fractions allowed (default: 8/255)")
+    ev.add_argument("--budget", default="quick", help="standard | quick | smoke: the adaptive attacks' budgets "
+                    "(default: quick: APGD 30 steps, Square 500 queries; standard: AutoAttack's)")
+    ev.add_argument("--policy", default="revise", help="revise | reject: the headline rate (both are reported)")
+    ev.add_argument("--attacks", default="fgsm,deepfool,cw-l2-u,cw-l2-t,cw-linf-u,cw-linf-t",
+                    help="attacks crafted on the master (Tables 1-2), comma-separated, or none (default: all six)")
+    ev.add_argument("--preset", default="quick", help="their settings: smoke | quick | paper (default: quick)")
+    ev.add_argument("--fgsm-eps", type=float, help="FGSM's eps (default: the first bound)")
+    ev.add_argument("--temperature", type=float, default=1.0, help="the master's distillation temperature, undone "
+                    "by the cross-entropy attacks (default: 1)")
+    ev.add_argument("--threshold", type=float, default=0.5, help="flag when P(adversarial) exceeds this "
+                    "(default: 0.5)")
+    ev.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, results.json and the attack sets "
+                    "go; a rerun reuses the sets")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
+    ev.set_defaults(run=cmd_evaluate)
     return parser
 
 
@@ -148,6 +197,10 @@ def _profile(args):
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "dataset", None):
+        from reabsnet.data import get_spec
+
+        overrides.append(f"dataset={get_spec(args.dataset).name}")
     if getattr(args, "no_distill", False):
         overrides.append("distill=false")
     return get_profile(args.profile, overrides)
@@ -208,6 +261,105 @@ def cmd_train_madry(args) -> None:
                        ("pgd100_margin", f"PGD-100 x{m['restarts']} (margin)"), ("worst", "worst case of these")):
         r = m[key]
         print(f"  {title}: accuracy {r['rate']:.2%} ({r['k']}/{r['n']}) at eps {m['eps']}")
+
+
+def _box(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ReabsnetError(f"--box {text!r}: expected LOW,HIGH, e.g. 0,1") from None
+    if low >= high:
+        raise ReabsnetError(f"--box {text!r}: LOW must be below HIGH")
+    return low, high
+
+
+def _user_inputs(args, n: int = 0):
+    """The user's master (on the device) and data (the first n images; 0: all), checked against each other."""
+    from reabsnet.data.user import load_user_data
+    from reabsnet.evaluation.any_model import check_data
+    from reabsnet.models import place
+    from reabsnet.models.user import load_user_model
+    from reabsnet.runtime import resolve_device
+
+    if n < 0:
+        raise ReabsnetError(f"--n {n}: must be 0 (all) or more")
+    device = resolve_device(args.device)
+    x, y, box = load_user_data(args.data, _box(args.box))
+    x, y = x[:n or None], y[:n or None]
+    master, meta = load_user_model(args.master)
+    master = place(master, device).eval()
+    classes = check_data(master, x, y, box, args.data)
+    return master, meta, x, y, box, classes, device
+
+
+def cmd_fit_guardian(args) -> None:
+    import dataclasses
+
+    from reabsnet.train.guardian import default_recipe, fit_guardian
+
+    master, _, x, y, box, _, device = _user_inputs(args, args.n)
+    train = default_recipe(tuple(x.shape[1:]))
+    for name, value in (("epochs", args.epochs), ("lr", args.lr)):
+        if value is not None:
+            if not value > 0:
+                raise ReabsnetError(f"--{name} {value}: must be positive")
+            train = dataclasses.replace(train, **{name: value})
+    out = Path(args.out)
+    guardian, meta = fit_guardian(master, x, y_train=y, box=box, train=train, seed=args.seed, out=out,
+                                  device=device)
+    s = meta["train_set"]
+    print(f"guardian: {out / 'guardian.safetensors'} (validation accuracy {meta['metrics']['val_accuracy']:.2%}; "
+          f"trained on {s['kept']:,} DeepFool pairs of {s['images']:,} images, median L2 {s['median_l2']:.3g})")
+
+
+def _fraction(text: str) -> float:
+    num, sep, den = text.partition("/")
+    try:
+        return float(num) / float(den) if sep else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ReabsnetError(f"--bounds: {text!r} is not a number or fraction") from None
+
+
+def cmd_evaluate(args) -> None:
+    from reabsnet.artifacts import model_sha256
+    from reabsnet.defense import ReabsNet
+    from reabsnet.evaluation.any_model import evaluate_adaptive, evaluate_oblivious
+    from reabsnet.evaluation.report import machine, write_user
+    from reabsnet.models import place
+    from reabsnet.models.checkpoint import load_model
+
+    bounds = [_fraction(b) for b in args.bounds.split(",") if b.strip()]
+    attacks = [] if args.attacks == "none" else [a.strip() for a in args.attacks.split(",") if a.strip()]
+    if args.guardian is None and attacks:
+        attacks = []     # Tables 1-2 measure a guardian
+    master, _, x, y, box, classes, device = _user_inputs(args, args.n)
+    guardian = None
+    if args.guardian:
+        if not Path(args.guardian).exists():
+            raise ReabsnetError(f"{args.guardian}: no such checkpoint")
+        guardian = place(load_model(args.guardian)[0], device).eval()
+    out = Path(args.out)
+    results = {"command": _command_line("reabsnet evaluate"), "master": args.master, "guardian": args.guardian,
+               "master_sha256": model_sha256(master), "machine": machine(),
+               "data": {"source": args.data, "n": len(x), "shape": list(x.shape[1:]), "classes": classes,
+                        "box": list(box)}}
+    if guardian is not None:
+        results["guardian_sha256"] = model_sha256(guardian)
+    if attacks:
+        defense = ReabsNet(master, guardian, threshold=args.threshold, box=box).eval()
+        fgsm = {"fgsm": {"eps": args.fgsm_eps or bounds[0]}} if "fgsm" in attacks else {}
+        results["oblivious"] = evaluate_oblivious(defense, x, y, attacks=attacks, preset=args.preset, settings=fgsm,
+                                                  temperature=args.temperature, out=out / "oblivious")
+    result = evaluate_adaptive(master, guardian, x, y, norm=args.norm, bounds=bounds, policy=args.policy,
+                               budget=args.budget, box=box, threshold=args.threshold, temperature=args.temperature,
+                               out=out / "adaptive")
+    results["adaptive"] = result.results
+    write_user(out, results)
+    rates = ", ".join(f"{name}: {rate:.3f}" for name, rate in result.robust_accuracy().items())
+    print(f"robust accuracy ({result.policy}, worst case over the suite): {rates}")
+    print(f"report: {out / 'REPORT.md'}")
 
 
 def _command_line(default: str) -> str:

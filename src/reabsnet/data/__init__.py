@@ -20,14 +20,18 @@ __all__ = ["BOX", "DATASETS", "FASHION_MNIST", "MNIST", "DatasetSpec", "Fetched"
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) or (N, 1, 28, 28) -> float32 (N, 1, 28, 28) in [-0.5, 0.5]."""
+    """uint8 (N, 28, 28) or (N, 1, 28, 28) -> float32 (N, 1, 28, 28) in [-0.5, 0.5]; float images (a user's data,
+    already in their box) pass as they are."""
     images = images if images.dim() == 4 else images.unsqueeze(1)
+    if images.dtype.is_floating_point:
+        return images
     return images.to(torch.float32) / 255.0 - 0.5
 
 
 @dataclass(frozen=True)
 class Splits:
-    """The three splits as uint8 images (N, 28, 28) and int64 labels; `sha256` identifies the data."""
+    """The three splits as uint8 images (N, 28, 28) and int64 labels; `sha256` identifies the data. A user's data
+    (`Splits.of_arrays`) holds float images of any shape (N, C, H, W) in `box`, with `classes` classes."""
 
     name: str
     train_x: torch.Tensor
@@ -38,6 +42,23 @@ class Splits:
     test_y: torch.Tensor
     sha256: str
     source: str
+    classes: int = 10
+    box: tuple[float, float] = BOX
+
+    @classmethod
+    def of_arrays(cls, name: str, x_test: torch.Tensor, y_test: torch.Tensor, *, classes: int,
+                  box: tuple[float, float] = BOX, train: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Splits:
+        """Float images (N, C, H, W) and labels as splits (train and val empty unless given); `sha256` digests
+        the arrays, so the stages keyed on it are keyed on the data."""
+        from reabsnet.artifacts import tensors_sha256
+
+        empty = (x_test[:0], y_test[:0])
+        train, val = train or empty, val or empty
+        arrays = [*train, *val, x_test, y_test]
+        return cls(name=name, train_x=train[0], train_y=train[1], val_x=val[0], val_y=val[1], test_x=x_test,
+                   test_y=y_test, sha256=tensors_sha256(arrays, extra=(classes, list(box))), source="arrays",
+                   classes=classes, box=tuple(box))
 
     def split(self, which: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(float images, labels) of 'train', 'val' or 'test'; with `n`, its first n only (converted alone: the

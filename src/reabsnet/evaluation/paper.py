@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from reabsnet import distributed
 from reabsnet.artifacts import is_valid, load_tensors, save_tensors, stage_key
-from reabsnet.attacks import get_attack, get_preset, random_targets
+from reabsnet.attacks import BOX, get_attack, get_preset, random_targets
 from reabsnet.attacks.common import AttackResult
 from reabsnet.attacks.run import load_set, run_attack, save_set
 from reabsnet.data import Splits
@@ -78,8 +78,10 @@ def set_settings(profile: Profile, spec: AttackSpec) -> dict:
 def set_key(profile: Profile, spec: AttackSpec, size: int, model_meta: dict, splits: Splits, split: str = "test",
             picked: list[int] | None = None) -> str:
     """The stage key of an attack set: what it attacks, how, on which images (not where it was computed)."""
+    # the box enters only where it is not MNIST's (a user's data), so every MNIST set keeps its key
     return stage_key("attack-set", spec.key, set_settings(profile, spec), size, profile.eval.target_seed,
                      model_meta["sha256"], splits.sha256, *(() if split == "test" else (split,)),
+                     *(() if tuple(splits.box) == BOX else (list(splits.box),)),
                      *(() if picked is None else (picked,)))
 
 
@@ -89,7 +91,7 @@ def set_inputs(profile: Profile, spec: AttackSpec, splits: Splits, size: int, sp
     x, y = splits.split(split, size)
     if picked is not None:
         x, y = x[picked], y[picked]
-    return x, y, (random_targets(y, 10, profile.eval.target_seed) if spec.targeted else None)
+    return x, y, (random_targets(y, splits.classes, profile.eval.target_seed) if spec.targeted else None)
 
 
 def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
@@ -126,7 +128,7 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
                 try:
                     result, shards = sharded_attack(attack, model, x, y, target, settings,
                                                     path.parent / ".parts" / key, key, first_owner=order, desc=desc,
-                                                    name=f"{subdir}/{spec.key}")
+                                                    name=f"{subdir}/{spec.key}", box=splits.box)
                 except ReabsnetError:
                     if distributed.active() or not is_valid(path, key):
                         raise
@@ -136,7 +138,8 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
                     sets[spec.key] = load_set(path)
                     continue
             else:
-                result = run_attack(attack, model, x, y, target=target, settings=settings, desc=desc)
+                result = run_attack(attack, model, x, y, target=target, settings=settings, desc=desc,
+                                    box=splits.box)
                 shards = {"device": describe(next(model.parameters()).device)}
             seconds = time.perf_counter() - began
             if distributed.is_main():
@@ -157,7 +160,7 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
 
 def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                    settings: dict, parts: Path, key: str, *, first_owner: int = 0, shard: int = SHARD,
-                   desc: str = "attack", name: str = "") -> tuple[AttackResult, dict]:
+                   desc: str = "attack", name: str = "", box=BOX) -> tuple[AttackResult, dict]:
     """`run_attack` under torchrun: the images cut into shards of `shard` (run_attack's batch, so each shard is
     computed exactly as one process computes it), each rank computing the shards it owns (round robin from
     `first_owner`) that are not on disk yet, written atomically under `parts`; then every rank reads them all, and
@@ -174,7 +177,7 @@ def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t
         if distributed.owns(first_owner + j) and not ready[j]:
             sl = slice(start, start + shard)
             save_shard(part, key, start, attack, model, x[sl], y[sl], target[sl] if target is not None else None,
-                       settings, shard, desc)
+                       settings, shard, desc, box)
     distributed.barrier()
     pieces, seconds, devices = [], 0.0, []
     for j, start in enumerate(starts):
@@ -196,21 +199,22 @@ def sharded_attack(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t
 
 
 def save_shard(part: Path, key: str, start: int, attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               target: torch.Tensor | None, settings: dict, shard: int = SHARD, desc: str = "attack") -> float:
+               target: torch.Tensor | None, settings: dict, shard: int = SHARD, desc: str = "attack", box=BOX
+               ) -> float:
     """Compute one shard of an attack set (images start.. of the set) and write it atomically; returns seconds."""
     began = time.perf_counter()
     res = run_attack(attack, model, x, y, target=target, settings=settings, batch_size=shard,
-                     desc=f"{desc} {start:,}+")
+                     desc=f"{desc} {start:,}+", box=box)
     seconds = time.perf_counter() - began
     save_tensors(part, {k: v.contiguous() for k, v in vars(res).items()},
                  {"key": key, "start": start, "seconds": seconds, "device": describe(next(model.parameters()).device)})
     return seconds
 
 
-def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]], clean_images: int = 0
-             ) -> tuple[dict, dict, torch.Tensor]:
-    """Every number of Tables 1 and 2, clean accuracy, and the guardian's held-out detection metrics; the clean
-    numbers on the first `clean_images` test images (0: all).
+def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dict]], clean_images: int = 0,
+             specs: list[AttackSpec] = ATTACK_SPECS) -> tuple[dict, dict, torch.Tensor]:
+    """Every number of Tables 1 and 2 (a row per spec of `specs`), clean accuracy, and the guardian's held-out
+    detection metrics; the clean numbers on the first `clean_images` test images (0: all).
 
     Returns (results, ReabsNet's per-example predictions on the natural images ("natural") and on each set, the
     master's labels of those test images, which Table 3 reuses rather than recomputes)."""
@@ -228,7 +232,7 @@ def evaluate(defended: ReabsNet, splits: Splits, sets: dict[str, tuple[dict, dic
         "attacks": {},
     }
     predictions = {"natural": natural}
-    for spec in ATTACK_SPECS:
+    for spec in specs:
         arrays, meta = sets[spec.key]
         y, adversarial = arrays["y"], arrays["success"].bool()
         pred = defended.predict_batches(arrays["x_adv"])

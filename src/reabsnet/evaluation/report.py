@@ -279,9 +279,24 @@ def _table3(r: dict) -> list[str]:
 
 def _adaptive(r: dict) -> list[str]:
     a = r.get("adaptive")
-    if not a:
-        return []
+    return adaptive_section(a) if a else []
+
+
+# the adaptive table's columns, in order, where the results hold them: (key in each bound, header, key in "clean")
+ADAPTIVE_COLUMNS = (("reabsnet", "ReabsNet (worst case)", "reabsnet"),
+                    ("selective", "reject policy: correct or rejected", "selective_correct_or_rejected"),
+                    ("master", "master alone (worst case)", "master"),
+                    ("master_autoattack", "master alone, AutoAttack standard only", None),
+                    ("madry", "Madry-style baseline (worst case)", "madry"),
+                    ("madry_autoattack", "Madry-style baseline, AutoAttack standard only", None))
+
+
+def adaptive_section(a: dict) -> list[str]:
+    """The report's section on the adaptive attacks, from `adaptive_evaluation`'s results (also those of
+    `evaluate_adaptive` on a user's model: a plain classifier's results hold the master's columns only)."""
     c = a["clean"]
+    if "reabsnet" not in c:
+        return _classifier_section(a)
     lines = ["", "## Adaptive attacks (white-box; the paper's section 5 leaves this open)", "",
              "Threat models. *Oblivious* (the paper's, Tables 1-3): the attacker knows the master only. *White-box "
              "adaptive* (this section): the attacker knows the master, the guardian and the modifier, with their "
@@ -305,34 +320,32 @@ def _adaptive(r: dict) -> list[str]:
              "*Reject policy* is the selective-classification alternative the paper argues against: flagged inputs "
              "are rejected instead of revised; an outcome is acceptable when the input is rejected or classified "
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
-             "| bound | ReabsNet (worst case) | reject policy: correct or rejected | master alone | "
-             "Madry-style baseline (worst case) | Madry-style baseline, AutoAttack standard only |",
-             "|---|---|---|---|---|---|",
-             f"| none (clean) | {_cell(c['reabsnet'])} | {_cell(c['selective_correct_or_rejected'])} "
-             f"(rejects {c['selective_rejected']['rate']:.3f}) | {_cell(c['master'])} | {_cell(c['madry'])} | |"]
-    for name, b in _in_order(a["bounds"]):
-        aa = _cell(b["madry_autoattack"]) if "madry_autoattack" in b else "-"
-        lines.append(f"| {_bound(name)} | {_cell(b['reabsnet'])} | "
-                     f"{_cell(b['selective'])} | {_cell(b['master'])} | {_cell(b['madry'])} | {aa} |")
+             *_bound_table(a)]
     lines += ["", "Per attack (accuracy of the network it targets; for the pipeline's attacks also the fraction the "
               "guardian flags). The survivor attacks (APGD-T, Square) ran only on the images still standing; "
               "their row counts those and how many each broke (for the pipeline: under revision / under the reject "
               "policy):", "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|"]
     for name, b in _in_order(a["bounds"]):
         lines += _per_attack_rows(name, b["per_attack"])
-    s = a["sanity"]
-    mono, unb, it, loss = s["monotone"], s["unbounded"], s["iterative_beats_single_step"], s["loss_increases"]
+    s = a.get("sanity")
+    if not s:
+        return lines
+    mono, unb, loss = s["monotone"], s["unbounded"], s["loss_increases"]
+    it = s.get("iterative_beats_single_step")
     lines += ["", "Sanity checks (Carlini et al. 2019, \"On evaluating adversarial robustness\"):", "",
               f"- accuracy falls as the bound grows: L-inf {', '.join(f'{v:.3f}' for v in mono['linf'])}"
               + (f"; L2 {', '.join(f'{v:.3f}' for v in mono['l2'])}" if mono["l2"] else "")
               + f": {'holds' if mono['holds'] else 'FAILS'}.",
-              f"- unbounded attack (joint APGD-CE with eps 1, the whole box): pipeline wrong on "
+              f"- unbounded attack (joint APGD-CE with L-inf eps {unb.get('eps', 1):g}, the whole box): pipeline "
+              f"wrong on "
               f"{_cell(unb['pipeline_wrong'])}" + (f"; unbounded joint CW-L2 targeted succeeds on "
                                                    f"{_cell(unb['cw_l2_unbounded_success'])}."
                                                    if unb.get("cw_l2_unbounded_success") else "."),
-              f"- iterative beats single-step at L-inf 0.3: one step leaves accuracy {_cell(it['single_step'])}, "
-              f"the iterative worst case {_cell(it['iterative'])}: {'holds' if it['holds'] else 'FAILS'}.",
-              f"- the attack loss goes up (joint APGD-CE at L-inf 0.1, {loss['images']} images): mean gain "
+              *([f"- iterative beats single-step at {_bound(it.get('bound', 'linf 0.3'))}: one step leaves accuracy "
+                 f"{_cell(it['single_step'])}, the iterative worst case {_cell(it['iterative'])}: "
+                 f"{'holds' if it['holds'] else 'FAILS'}."] if it else []),
+              f"- the attack loss goes up (joint APGD-CE at {_bound(loss.get('bound', 'linf 0.1'))}, "
+              f"{loss['images']} images): mean gain "
               f"{_fmt(loss['gain_after_first_step'])} after one step, {_fmt(loss['gain_at_end'])} at the end: "
               f"{'holds' if loss['holds'] else 'FAILS'}."]
     beyond = {name: b["square_beyond_gradient"] for name, b in _in_order(a["bounds"]) if "square_beyond_gradient" in b}
@@ -354,6 +367,37 @@ def _adaptive(r: dict) -> list[str]:
     if h:
         lines += _hardening(h)
     return lines
+
+
+def _bound_table(a: dict) -> list[str]:
+    """The robust-accuracy table: a row per bound (and clean), a column per network or policy the results hold."""
+    c = a["clean"]
+    first = next(iter(a["bounds"].values()), {})
+    columns = [(key, header, clean) for key, header, clean in ADAPTIVE_COLUMNS if key in first or key in c]
+
+    def clean_cell(key: str | None) -> str:
+        if key is None or key not in c:
+            return ""
+        rejects = f" (rejects {c['selective_rejected']['rate']:.3f})" if key.startswith("selective") else ""
+        return _cell(c[key]) + rejects
+
+    lines = ["| bound | " + " | ".join(h for _, h, _ in columns) + " |", "|---|" + "---|" * len(columns),
+             "| none (clean) | " + " | ".join(clean_cell(k) for _, _, k in columns) + " |"]
+    for name, b in _in_order(a["bounds"]):
+        lines.append(f"| {_bound(name)} | " + " | ".join(_cell(b[k]) if k in b else "-" for k, _, _ in columns)
+                     + " |")
+    return lines
+
+
+def _classifier_section(a: dict) -> list[str]:
+    """The adaptive section of a plain classifier (no guardian): AutoAttack's standard ensemble and APGD-DLR."""
+    return ["", "## Adaptive attacks on the classifier alone", "",
+            "AutoAttack's standard ensemble (APGD-CE, then APGD-T, FAB-T and Square on the images it left standing) "
+            "and APGD-DLR on every image; an image is robust only if the classifier is right under all of them "
+            f"(worst case). First {a['n']} images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); "
+            f"APGD-T and FAB-T {a['targets']} target classes; Square {a['queries']} queries.", "",
+            *_bound_table(a), "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|",
+            *[row for name, b in _in_order(a["bounds"]) for row in _per_attack_rows(name, b["per_attack"])]]
 
 
 def _in_order(bounds: dict) -> list[tuple[str, dict]]:
@@ -465,3 +509,38 @@ def write_hardening(out: Path, results: dict) -> None:
     results = {**results, "versions": versions()}
     write_json_atomic(out / "hardening.json", results)
     write_bytes_atomic(out / "HARDENING.md", render_hardening(results).encode())
+
+
+def render_user(results: dict) -> str:
+    """`reabsnet evaluate`'s report on a user's master, guardian and data: Tables 1-2's columns per attack
+    crafted on the master (when run) and the adaptive section."""
+    d, m = results["data"], results["machine"]
+    lines = [f"# Evaluation of {results['master']}" + (f" guarded by {results['guardian']}" if results.get("guardian")
+                                                      else ""), "",
+             f"Command: `{results['command']}`", "",
+             f"Data: {d['source']}, {d['n']} images of shape {'x'.join(map(str, d['shape']))}, {d['classes']} "
+             f"classes, box [{d['box'][0]:g}, {d['box'][1]:g}]. Master SHA-256 {results['master_sha256'][:12]}"
+             + (f", guardian SHA-256 {results['guardian_sha256'][:12]}" if results.get("guardian_sha256") else "")
+             + f". Machine: {m.get('cpu_model') or m['processor']} ({m['cpus']} cores)"
+             + (f", {m['cuda']}" if m.get("cuda") else "") + f", torch {torch.__version__}.", ""]
+    o = results.get("oblivious")
+    if o:
+        lines += ["## Attacks crafted on the master alone (the paper's Tables 1 and 2)", "",
+                  f"Clean accuracy: master {_cell(o['clean']['master'])}, ReabsNet {_cell(o['clean']['reabsnet'])}; "
+                  f"natural images the guardian passes: {_cell(o['natural_pass'])}.", "",
+                  "| attack | settings | attack success | detection of the successful ones | master alone | "
+                  "ReabsNet | ROC-AUC |", "|---|---|---|---|---|---|---|"]
+        for row in o["attacks"].values():
+            auc = f"{row['roc_auc']:.3f}" if row.get("roc_auc") is not None else "-"
+            lines.append(f"| {row['title']} | {row['preset_note']} | {_cell(row['attack_success'])} | "
+                         f"{_cell(row['detection'])} | {_cell(row['master_only'])} | {_cell(row['reabsnet'])} | "
+                         f"{auc} |")
+    if results.get("adaptive"):
+        lines += adaptive_section(results["adaptive"])
+    return "\n".join(lines) + "\n"
+
+
+def write_user(out: Path, results: dict) -> None:
+    results = {**results, "versions": versions()}
+    write_json_atomic(out / "results.json", results)
+    write_bytes_atomic(out / "REPORT.md", render_user(results).encode())

@@ -9,6 +9,7 @@ import torch.nn as nn
 from reabsnet.models import guardian as _guardian  # noqa: F401  (registers "guardian")
 from reabsnet.models import madry as _madry  # noqa: F401  (registers "madry")
 from reabsnet.models import master as _master  # noqa: F401  (registers "master")
+from reabsnet.models import resnet as _resnet  # noqa: F401  (registers "resnet-small")
 from reabsnet.models.checkpoint import load_model, save_model
 from reabsnet.models.registry import create_model, model_names, register
 from reabsnet.runtime import exact_fp32

@@ -17,23 +17,27 @@ class TwoPathDetector(nn.Module):
     whole strokes and can tell a perturbation from the digit's own edges. Cost: about 9 M multiply-adds per
     image, a little under the master's 10 M, so detection and revision cost no more than classification.
     Output: logits for (natural, adversarial).
+
+    Other image shapes (C, H, W), C in {1, 3}, H and W at least 16: the same layers take C channels, and each path
+    ends in an adaptive max pooling to its MNIST grid (5x5, 4x4), so the head keeps its size. On 28x28 inputs that
+    pooling is exactly the 2x2 pooling of the design (same outputs, same state_dict keys).
     """
 
-    def __init__(self, num_outputs: int = 2, dropout: float = 0.5):
+    def __init__(self, num_outputs: int = 2, dropout: float = 0.5, in_channels: int = 1):
         super().__init__()
         self.fine = nn.Sequential(
-            nn.Conv2d(1, 16, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 16, 3), nn.ReLU(inplace=True),
             nn.Conv2d(16, 32, 3), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),                    # 12x12
             nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),    # 10x10
-            nn.MaxPool2d(2),                    # 5x5
+            nn.AdaptiveMaxPool2d(5),            # 5x5
             nn.Flatten(),                       # 1600
         )
         self.coarse = nn.Sequential(
-            nn.Conv2d(1, 16, 5), nn.ReLU(inplace=True),     # 24x24
+            nn.Conv2d(in_channels, 16, 5), nn.ReLU(inplace=True),     # 24x24
             nn.MaxPool2d(2),                    # 12x12
             nn.Conv2d(16, 32, 5), nn.ReLU(inplace=True),    # 8x8
-            nn.MaxPool2d(2),                    # 4x4
+            nn.AdaptiveMaxPool2d(4),            # 4x4
             nn.Flatten(),                       # 512
         )
         self.head = nn.Sequential(
@@ -50,8 +54,9 @@ class TwoPathDetector(nn.Module):
 
 
 @register("guardian")
-def guardian(dropout: float = 0.5) -> nn.Module:
-    return kaiming_init(TwoPathDetector(num_outputs=2, dropout=dropout))
+def guardian(dropout: float = 0.5, in_channels: int = 1) -> nn.Module:
+    """The paper's guardian; `in_channels` 3 for colour images (any H, W >= 16: TwoPathDetector)."""
+    return kaiming_init(TwoPathDetector(num_outputs=2, dropout=dropout, in_channels=in_channels))
 
 
 # Two other readings of Figure 3, for the ablation (factor d). Both are checkpoints like any guardian.
