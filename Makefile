@@ -26,11 +26,11 @@ reproduce: $(STAMP)
 	$(BIN)/reabsnet reproduce --profile $(PROFILE)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 
 clean-venv:
 	rm -rf $(VENV)

@@ -159,3 +159,14 @@ def test_joint_pgd_stays_in_the_ball_and_its_examples_teach_a_guardian_to_flag_t
     after = validation_score(small_model, guardian, x, y, eps=0.3, steps=10, threshold=0.5, seed=1)
     assert after["correct_or_rejected"] > before["correct_or_rejected"] + 0.3
     assert after["clean_rejected"] <= 0.1
+
+
+def test_the_transfer_check_holds_where_the_counts_are_equal():
+    # the accuracy-vs-bound curve stores float32 means: 7 of 10 reads 0.69999999, the adaptive rate 0.7
+    import torch
+
+    from reabsnet.evaluation.adaptive import transfer_check
+
+    results = {"bounds": {"linf 0.1": {"norm": "linf", "eps": 0.1, "reabsnet": {"rate": 0.7}}}}
+    assert transfer_check(results, {0.1: float(torch.tensor([1.0] * 7 + [0.0] * 3).mean())})["holds"]
+    assert not transfer_check(results, {0.1: 0.6})["holds"]

@@ -98,14 +98,15 @@ def test_cw_l2_finds_smaller_perturbations_than_deepfool_than_fgsm(results, smal
 
 def test_cw_l2_binary_search_lowers_a_constant_that_is_too_large(results, small_model, batch):
     # started 100x too high, the search must bring the constant down to where the distances are those of a start
-    # at 0.1 (measured on the Intel CPU's small model: median L2 1.58 against 1.63; a search that never lowers
-    # its upper bound stays at c = 10 and gives 2.36)
+    # at 0.1 (measured on the Intel CPU's small model: median L2 1.58 against 1.63 with 2 threads, 1.62 against
+    # 1.41 with one, whose small model differs in rounding; a search that never lowers its upper bound stays at
+    # c = 10 and gives 2.36)
     res, _ = results
     settings = get_preset("cw-l2", "smoke").settings
     high = carlini_wagner_l2(small_model, *batch, **{**settings, "initial_const": 10.0})
     low = res["cw-l2"]
     assert high.success.all() and low.success.all()
-    assert high.l2.median() < 1.1 * low.l2.median()
+    assert high.l2.median() < 1.25 * low.l2.median()
 
 
 def test_cw_linf_finds_smaller_linf_than_cw_l2(results):

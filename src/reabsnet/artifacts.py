@@ -195,3 +195,13 @@ def model_sha256(model) -> str:
     """A model's identity for stage keys when it has no checkpoint file: its state_dict, by content."""
     state = model.state_dict()
     return tensors_sha256([state[k] for k in sorted(state)], extra=sorted(state))
+
+
+@contextlib.contextmanager
+def folder_or_temporary(out: str | os.PathLike | None) -> Iterator[Path]:
+    """`out` as a Path, or a temporary folder removed after the block."""
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="reabsnet-") as tmp:
+        yield Path(tmp)

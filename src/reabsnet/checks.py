@@ -170,3 +170,38 @@ def check_setting(name: str, value: Any, where: str = "") -> None:
 def check_settings(settings: Mapping[str, Any], where: str = "") -> None:
     for name, value in settings.items():
         check_setting(name, value, where)
+
+
+def check_data(model, x, y, box: tuple[float, float], what: str = "data") -> int:
+    """Raise ReabsnetError (one line) unless x is float (N, C, H, W) inside `box`, y holds N int labels, and
+    `model` maps x to (N, classes) logits with every label below `classes`; return `classes`."""
+    import torch
+
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
+        raise ReabsnetError(f"{what}: images must be a float tensor (N, C, H, W), got "
+                            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x) or y.dtype.is_floating_point:
+        raise ReabsnetError(f"{what}: labels must be an int tensor of {len(x)} entries, one per image")
+    if not len(x):
+        raise ReabsnetError(f"{what}: no images")
+    if box[0] >= box[1]:
+        raise ReabsnetError(f"box {tuple(box)}: the lower bound must be below the upper bound")
+    low, high = float(x.min()), float(x.max())
+    if low < box[0] - 1e-6 or high > box[1] + 1e-6:
+        raise ReabsnetError(f"{what}: pixels span [{low:.3f}, {high:.3f}], outside the box {tuple(box)}; give the "
+                            f"box your model takes")
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2].to(device))
+    except RuntimeError as e:
+        raise ReabsnetError(f"{what}: the model does not take images of shape {tuple(x.shape[1:])} "
+                            f"({str(e).splitlines()[0]})") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != min(2, len(x)):
+        raise ReabsnetError(f"the model's output must be (N, classes) logits, got "
+                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    classes = out.shape[1]
+    if int(y.min()) < 0 or int(y.max()) >= classes:
+        raise ReabsnetError(f"{what}: labels span {int(y.min())}..{int(y.max())}, outside the model's "
+                            f"{classes} classes")
+    return classes

@@ -277,8 +277,8 @@ def _box(text: str | None) -> tuple[float, float] | None:
 
 def _user_inputs(args, n: int = 0):
     """The user's master (on the device) and data (the first n images; 0: all), checked against each other."""
+    from reabsnet.checks import check_data
     from reabsnet.data.user import load_user_data
-    from reabsnet.evaluation.any_model import check_data
     from reabsnet.models import place
     from reabsnet.models.user import load_user_model
     from reabsnet.runtime import resolve_device

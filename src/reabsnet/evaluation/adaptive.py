@@ -385,7 +385,8 @@ def transfer_check(results: dict, oblivious_pgd: dict) -> dict:
         if b["norm"] == "linf" and e in oblivious_pgd:
             rows[key] = {"transfer_from_master": oblivious_pgd[e],
                          "adaptive": results["bounds"][key]["reabsnet"]["rate"]}
-    return {"rows": rows, "holds": all(r["adaptive"] <= r["transfer_from_master"] for r in rows.values())}
+    # the curve's rates are float32 means (0.7 is 0.69999999), the adaptive ones exact fractions: equal counts hold
+    return {"rows": rows, "holds": all(r["adaptive"] <= r["transfer_from_master"] + 1e-6 for r in rows.values())}
 
 
 def hardening(profile: Profile, splits: Splits, defended: ReabsNet, master_meta: dict, guardian_meta: dict,

@@ -12,17 +12,16 @@ MNIST reports. Attack sets are stored (and reused on a rerun) under `out` when g
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from reabsnet.artifacts import model_sha256
+from reabsnet.artifacts import folder_or_temporary, model_sha256
 from reabsnet.attacks.common import BOX, Box
+from reabsnet.checks import check_data
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.errors import ReabsnetError
@@ -39,52 +38,9 @@ BUDGETS = {
 }
 
 
-def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, box: Box, what: str = "data") -> int:
-    """Raise ReabsnetError (one line) unless x is float (N, C, H, W) inside `box`, y holds N int labels, and
-    `model` maps x to (N, classes) logits with every label below `classes`; return `classes`."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
-        raise ReabsnetError(f"{what}: images must be a float tensor (N, C, H, W), got "
-                            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x) or y.dtype.is_floating_point:
-        raise ReabsnetError(f"{what}: labels must be an int tensor of {len(x)} entries, one per image")
-    if not len(x):
-        raise ReabsnetError(f"{what}: no images")
-    if box[0] >= box[1]:
-        raise ReabsnetError(f"box {tuple(box)}: the lower bound must be below the upper bound")
-    low, high = float(x.min()), float(x.max())
-    if low < box[0] - 1e-6 or high > box[1] + 1e-6:
-        raise ReabsnetError(f"{what}: pixels span [{low:.3f}, {high:.3f}], outside the box {tuple(box)}; give the "
-                            f"box your model takes")
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            out = model.eval()(x[:2].to(device))
-    except RuntimeError as e:
-        raise ReabsnetError(f"{what}: the model does not take images of shape {tuple(x.shape[1:])} "
-                            f"({str(e).splitlines()[0]})") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != min(2, len(x)):
-        raise ReabsnetError(f"the model's output must be (N, classes) logits, got "
-                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    classes = out.shape[1]
-    if int(y.min()) < 0 or int(y.max()) >= classes:
-        raise ReabsnetError(f"{what}: labels span {int(y.min())}..{int(y.max())}, outside the model's "
-                            f"{classes} classes")
-    return classes
-
-
 def _profile(name: str, **groups) -> Profile:
     """The paper profile with these setting groups replaced: the settings of an evaluation of the user's data."""
     return dataclasses.replace(PROFILES["paper"], name=name, networks="", dataset=name, **groups)
-
-
-@contextlib.contextmanager
-def folder_or_temporary(out: str | Path | None):
-    """`out` as a Path, or a temporary folder removed after the block."""
-    if out is not None:
-        yield Path(out)
-        return
-    with tempfile.TemporaryDirectory(prefix="reabsnet-") as tmp:
-        yield Path(tmp)
 
 
 def evaluate_oblivious(defense: ReabsNet, x: torch.Tensor, y: torch.Tensor, *,
