@@ -170,3 +170,26 @@ def test_the_transfer_check_holds_where_the_counts_are_equal():
     results = {"bounds": {"linf 0.1": {"norm": "linf", "eps": 0.1, "reabsnet": {"rate": 0.7}}}}
     assert transfer_check(results, {0.1: float(torch.tensor([1.0] * 7 + [0.0] * 3).mean())})["holds"]
     assert not transfer_check(results, {0.1: 0.6})["holds"]
+
+
+def test_the_reject_policy_at_a_threshold_counts_a_rejected_clean_input_as_an_error():
+    import torch
+
+    from reabsnet.evaluation.adaptive import at_thresholds
+
+    y = torch.tensor([0, 0, 0, 0])
+    p_clean = torch.tensor([0.1, 0.9, 0.1, 0.1])           # image 1 is rejected clean
+    clean_correct = torch.tensor([True, True, True, False])  # image 3 is wrong clean
+    # one attack set: image 0 fooled with P(adversarial) 0.3, image 2 fooled but flagged (0.8)
+    seen = [(torch.tensor([0.3, 0.9, 0.8, 0.1]), torch.tensor([1, 0, 1, 1]))]
+    calibration = {"thresholds": {"0.05": 0.2}}
+    out = at_thresholds(calibration, p_clean, clean_correct, y, seen)
+    half = out["0.5"]
+    assert half["clean_rejected"]["k"] == 1
+    assert half["correct_or_rejected"]["k"] == 2                # images 1 (rejected) and 2 (flagged)
+    assert half["robust_rejection_is_error"]["k"] == 1          # image 2 only: image 1 was rejected clean
+    assert (half["attack_success"]["k"], half["attack_success"]["n"]) == (1, 2)   # image 0, of images 0 and 2
+    strict = out["fpr 0.05"]                                     # at 0.2 image 0's example (0.3) is flagged too
+    assert strict["correct_or_rejected"]["k"] == 3 and strict["attack_success"]["k"] == 0
+    # the final examples of images 0 and 2 (0.3 and 0.8) against the four clean scores: 6 of 8 pairs ranked right
+    assert out["roc_auc_final_examples"] == 0.75

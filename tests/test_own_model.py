@@ -94,7 +94,9 @@ def test_fit_guardian_reuses_its_folder(synthetic_setup):
 
 def test_evaluate_adaptive_at_8_over_255_passes_its_sanity_checks(synthetic_setup):
     master, guardian, _, x, y, _ = synthetic_setup
-    result = reabsnet.evaluate_adaptive(master, guardian, x[:20], y[:20], bounds=[EPS / 2, EPS], budget="smoke")
+    natural, _ = reabsnet.synthetic(300, seed=7)
+    result = reabsnet.evaluate_adaptive(master, guardian, x[:20], y[:20], bounds=[EPS / 2, EPS], budget="smoke",
+                                        x_calibration=natural)
     r = result.results
     s = r["sanity"]
     assert s["monotone"]["holds"] and s["iterative_beats_single_step"]["holds"] and s["loss_increases"]["holds"]
@@ -105,6 +107,12 @@ def test_evaluate_adaptive_at_8_over_255_passes_its_sanity_checks(synthetic_setu
     assert robust[f"linf {EPS:g}"] <= r["clean"]["reabsnet"]["rate"]
     # the master alone faces AutoAttack's ensemble beside it, and the reject policy's rate is reported too
     assert "master_autoattack" in r["bounds"][f"linf {EPS:g}"] and "selective" in r["bounds"][f"linf {EPS:g}"]
+    # the detector attacks ran on what the others left standing, and the reject policy at calibrated thresholds
+    attacks = r["bounds"][f"linf {EPS:g}"]["per_attack"]
+    assert {f"{who}-orthogonal-pgd-linf-{EPS:.6g}" for who in ("joint", "bpda", "unrolled")} <= set(attacks)
+    assert f"joint-selective-pgd-linf-{EPS:.6g}" in attacks
+    assert r["calibration"]["val_images"] == 300 and set(r["calibration"]["thresholds"]) == {"0.01", "0.05"}
+    assert set(r["bounds"][f"linf {EPS:g}"]["fixed_fpr"]) == {"0.5", "fpr 0.01", "fpr 0.05", "roc_auc_final_examples"}
     text = result.markdown()
     assert "| L-inf 0.0313725 |" in text and "iterative beats single-step at L-inf 0.0313725" in text
 

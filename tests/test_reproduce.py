@@ -108,11 +108,20 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
         # stronger than it plus APGD-DLR
         survivors = [v for v in b["per_attack"].values() if "attacked" in v]
         assert {k.split("-linf")[0].split("-l2")[0] for k, v in b["per_attack"].items() if "attacked" in v} == {
-            "joint-apgd-t", "joint-square", "pipeline-square", "master-apgd-t", "master-fab-t", "master-square",
-            "madry-apgd-t", "madry-fab-t", "madry-square"}
+            "joint-apgd-t", "joint-selective-pgd", "joint-orthogonal-pgd", "bpda-orthogonal-pgd",
+            "unrolled-orthogonal-pgd", "joint-square", "pipeline-square", "master-apgd-t", "master-fab-t",
+            "master-square", "madry-apgd-t", "madry-fab-t", "madry-square",
+            *(f"joint-fpr{f}-{attack}" for f in ("0.01", "0.05") for attack in ("apgd", "orthogonal-pgd"))}
         assert all(sum(v["broke"].values()) <= len(v["broke"]) * v["attacked"] for v in survivors)
         assert b["madry_autoattack"]["k"] >= b["madry"]["k"] and b["selective"]["k"] >= b["reabsnet"]["k"]
         assert set(b["square_beyond_gradient"]) == {"reabsnet", "selective", "master", "madry"}
+        # the reject policy at the calibrated thresholds: stricter thresholds reject more clean images
+        f = b["fixed_fpr"]
+        assert f["fpr 0.05"]["threshold"] <= f["fpr 0.01"]["threshold"]
+        assert f["fpr 0.05"]["clean_rejected"]["k"] >= f["fpr 0.01"]["clean_rejected"]["k"]
+        assert all(v["robust_rejection_is_error"]["k"] <= v["correct_or_rejected"]["k"] for k, v in f.items()
+                   if k != "roc_auc_final_examples")
+    assert a["calibration"]["val_images"] == 5000
     h = a["hardening"]
     assert set(h["configs"]) == {"ReabsNet (distilled master, the paper's)", "ReabsNet with the Madry-style master",
                                  "Madry-style master, adversarially trained guardian"}

@@ -12,6 +12,7 @@ from reabsnet.attacks.deepfool import deepfool, deepfool_binary
 from reabsnet.attacks.ensemble import autoattack, robust_accuracy
 from reabsnet.attacks.fab import fab_t
 from reabsnet.attacks.fgsm import fgsm
+from reabsnet.attacks.orthogonal import orthogonal_pgd, selective_pgd
 from reabsnet.attacks.pgd import pgd
 from reabsnet.attacks.presets import PRESETS, Preset, get_preset
 from reabsnet.attacks.square import square
@@ -28,6 +29,8 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "deepfool": deepfool,
     "cw-l2": carlini_wagner_l2,
     "cw-linf": carlini_wagner_linf,
+    "orthogonal-pgd": orthogonal_pgd,
+    "selective-pgd": selective_pgd,
 }
 
 
@@ -40,5 +43,5 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
 
 __all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "apgd_t",
            "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fab_t",
-           "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "pgd", "random_targets",
-           "robust_accuracy", "square"]
+           "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "orthogonal_pgd", "pgd",
+           "random_targets", "robust_accuracy", "selective_pgd", "square"]

@@ -58,9 +58,12 @@ class JointLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.master(x) * self.master_scale
+        return torch.cat([z, (z.amax(dim=1) + self.detector_score(x))[:, None]], dim=1)
+
+    def detector_score(self, x: torch.Tensor) -> torch.Tensor:
+        """The guardian's log-odds of "adversarial" less the threshold's: positive exactly when it flags x."""
         g = self.guardian(x)
-        d = g[:, ADVERSARIAL] - g[:, NATURAL] - self.bias
-        return torch.cat([z, (z.amax(dim=1) + d)[:, None]], dim=1)
+        return g[:, ADVERSARIAL] - g[:, NATURAL] - self.bias
 
 
 def _correct_mask(logits: torch.Tensor, y: torch.Tensor, reject: int | None) -> torch.Tensor:

@@ -37,6 +37,10 @@ _PRESETS = [
     Preset("autoattack", "smoke", {"steps": 10, "targets": 3, "queries": 200},
            "reduced: APGD and FAB 10 steps, APGD-T and FAB-T 3 targets, Square 200 queries (reference 100, 9, "
            "5,000)"),
+    Preset("selective-pgd", "paper", {}, "Bryniarski et al. 2022: 100 steps of eps / 8, logit margin 0.05, no random "
+           "start"),
+    Preset("orthogonal-pgd", "paper", {}, "Bryniarski et al. 2022: 100 steps of eps / 8, logit margin 0.05, no random "
+           "start"),
     Preset("deepfool", "paper", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("deepfool", "quick", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("cw-l2", "paper", {}),

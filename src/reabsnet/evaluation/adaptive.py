@@ -35,7 +35,7 @@ from reabsnet.attacks import JointLogits, Scaled, apgd
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.paper import AttackSpec, attack_sets
-from reabsnet.evaluation.stats import rate
+from reabsnet.evaluation.stats import rate, roc_auc
 from reabsnet.profiles import Profile, bound_list
 from reabsnet.train.loop import predict_logits
 
@@ -63,18 +63,25 @@ def survivor_spec(prefix: str, attack: str, norm: str, eps: float, cfg, reject: 
     queries = cfg.pipeline_queries if prefix == "pipeline" else cfg.queries
     budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": queries},
               "fab-t": {"steps": cfg.steps, "targets": cfg.targets},
-              "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1}}[attack]
+              "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1},
+              "selective-pgd": {"steps": cfg.steps}, "orthogonal-pgd": {"steps": cfg.steps}}[attack]
     settings = {"eps": eps, "norm": norm, **budget}
     if reject is not None:
         settings["reject"] = reject
-    title = {"apgd-t": "APGD-T", "square": "Square", "fab-t": "FAB-T", "apgd": f"APGD-DLR x{TUNED_STEPS} steps"}[
-        attack]
+    title = {"apgd-t": "APGD-T", "square": "Square", "fab-t": "FAB-T", "apgd": f"APGD-DLR x{TUNED_STEPS} steps",
+             "selective-pgd": "Selective PGD", "orthogonal-pgd": "Orthogonal PGD"}[attack]
     return AttackSpec(f"{prefix}-{attack}-{norm}-{eps_name(eps)}", f"{prefix} {title} {norm} {eps:g}", attack, False,
                       settings)
 
 
-# the survivor attacks in their order; the tuned one (against a hardened guardian) only where asked for
-SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "square"), ("pipeline", "square"))
+# the survivor attacks in their order; the tuned one (against a hardened guardian) only where asked for. Selective
+# and Orthogonal PGD (Bryniarski et al. 2022) take the master (joint) or the pipeline through the modifier (bpda,
+# unrolled) as the classifier and the guardian as the detector, before Square
+SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "selective-pgd"), ("joint", "orthogonal-pgd"),
+                    ("bpda", "orthogonal-pgd"), ("unrolled", "orthogonal-pgd"), ("joint", "square"),
+                    ("pipeline", "square"))
+DETECTOR_ATTACKS = ("selective-pgd", "orthogonal-pgd")
+PIPELINE_VIEWS = ("pipeline", "bpda", "unrolled")     # attacks whose classifier is the pipeline: revise policy only
 BASELINE_SURVIVORS = ("apgd-t", "fab-t", "square")   # the standard ensemble after APGD-CE, in auto-attack's order
 TUNED_STEPS = 5          # the tuned attack's steps, times the profile's APGD steps
 TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
@@ -145,6 +152,16 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             ("tuned", "apgd"): (JointLogits(master, defended.guardian, TUNED_THRESHOLD).eval(),
                                 digest(master_meta, guardian_meta, extra=("joint", TUNED_THRESHOLD)))
             if tuned else None,
+            # the two objectives apart: classifier (cross-entropy at the master's training scale) and guardian
+            ("joint", "selective-pgd"): joints["ce"],
+            ("joint", "orthogonal-pgd"): joints["ce"],
+            ("bpda", "orthogonal-pgd"): (
+                JointLogits(defended, defended.guardian, defended.threshold, unscale).eval(),
+                digest(pipeline_meta, extra=("two-objectives", unscale))),
+            ("unrolled", "orthogonal-pgd"): (
+                JointLogits(_variant(defended, backward="unrolled"), defended.guardian, defended.threshold,
+                            unscale).eval(), digest(pipeline_meta, extra=("two-objectives", "unrolled", unscale)))
+            if not departures else None,
         }
     for who in ("master", "madry"):
         for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either
@@ -165,7 +182,8 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                     ) -> tuple[str, torch.Tensor, int]:
         """The attack on the standing images only; the others keep their clean input (they are already lost)."""
         model, meta = attacked[(who, attack)]
-        spec = survivor_spec(who, attack, norm, eps, cfg, reject if who in ("joint", "tuned") else None)
+        joint_like = who in ("joint", "tuned") or attack in DETECTOR_ATTACKS
+        spec = survivor_spec(who, attack, norm, eps, cfg, reject if joint_like else None)
         idx = standing.nonzero().squeeze(1)
         x_adv = x.clone()
         if len(idx):
@@ -173,6 +191,24 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
         return spec.key, x_adv, len(idx)
 
     master_alone_clean = predict_logits(master, x).argmax(1) == y
+
+    def at_threshold_attacks(label: str, t: float, norm: str, eps: float, seen: list):
+        """Joint APGD-CE and Orthogonal PGD with the guardian's threshold at t, each on the images the reject policy
+        at t still holds (accepted and right clean, or rejected clean; and no example so far wrong and under t)."""
+        joint_t = JointLogits(master, defended.guardian, t, unscale).eval()
+        meta_t = digest(master_meta, guardian_meta, extra=("joint", t, "scale", unscale))
+        for attack, budget in (("apgd", {"loss": "ce", "steps": cfg.steps, "restarts": cfg.restarts}),
+                               ("orthogonal-pgd", {"steps": cfg.steps})):
+            broken = torch.stack([(lab != y) & (p <= t) for p, lab in seen]).any(0)
+            holds = ((clean.p_adversarial > t) | master_alone_clean) & ~broken
+            spec = AttackSpec(f"joint-fpr{label}-{attack}-{norm}-{eps_name(eps)}",
+                              f"joint {attack} at the {label} FPR threshold {norm} {eps:g}", attack, False,
+                              {"eps": eps, "norm": norm, **budget, "reject": reject})
+            idx = holds.nonzero().squeeze(1)
+            x_adv = x.clone()
+            if len(idx):
+                x_adv[idx] = run(joint_t, meta_t, [spec], indices=idx, where="joint")[spec.key][0]["x_adv"]
+            yield spec.key, x_adv, holds
     madry_clean = predict_logits(madry, x).argmax(1) == y if madry is not None else None
     results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "targets": cfg.targets,
                "queries": cfg.queries, "pipeline_queries": cfg.pipeline_queries, "bounds": {},
@@ -180,6 +216,9 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                                                                 else {})}}
     if defense:
         clean = defended.predict_batches(x)
+        calibration = calibrate(defended.guardian, splits)
+        if calibration:
+            results["calibration"] = calibration
         pipeline_ok = clean.label == y
         # reject policy: acceptable when flagged, else the pipeline's label, the master's on the input as it is
         selective_clean = clean.flagged | pipeline_ok
@@ -197,10 +236,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 cw_raw = joint_cw(profile, splits, joint, joint_meta, out, timings, subdir, n)
                 cw = _pad(cw_raw, x)
             candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")
-        per_attack = {}
+        per_attack, seen = {}, []      # seen: per attack set, the guardian's P(adversarial) and the master's label
         robust, selective = (pipeline_ok.clone(), selective_clean.clone()) if defense else (None, None)
         for key, (arrays, _) in candidates.items():
             pred = defended.predict_batches(arrays["x_adv"])
+            seen.append((pred.p_adversarial, predict_logits(master, arrays["x_adv"]).argmax(1)))
             correct = pred.label == y
             ok = pred.flagged | correct      # unflagged inputs reach the master unrevised
             per_attack[key] = {"reabsnet": rate(correct & pipeline_ok), "selective": rate(ok & selective_clean),
@@ -213,9 +253,10 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
         for who, attack in SURVIVOR_ATTACKS:
             if not defense or attacked[(who, attack)] is None:
                 continue
-            standing = robust if who == "pipeline" else (robust | selective)
+            standing = robust if who in PIPELINE_VIEWS else (robust | selective)
             key, x_adv, k = on_standing(who, attack, norm, eps, standing)
             pred = defended.predict_batches(x_adv)
+            seen.append((pred.p_adversarial, predict_logits(master, x_adv).argmax(1)))
             correct = pred.label == y
             ok = pred.flagged | correct
             broke = {"reabsnet": int((robust & ~correct).sum()), "selective": int((selective & ~ok).sum())}
@@ -225,6 +266,16 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 square_broke = {v: square_broke[v] + broke[v] for v in broke}
             robust &= correct
             selective &= ok
+        if defense and results.get("calibration"):
+            # the reject policy at each calibrated threshold, attacked there: joint APGD-CE and Orthogonal PGD aim
+            # under that threshold, on the images it still holds after every attack above
+            for label, t in results["calibration"]["thresholds"].items():
+                for key, x_adv, holds in at_threshold_attacks(label, t, norm, eps, seen):
+                    pred = defended.predict_batches(x_adv)
+                    label_t = predict_logits(master, x_adv).argmax(1)
+                    seen.append((pred.p_adversarial, label_t))
+                    per_attack[key] = {"attacked": int(holds.sum()), "at_threshold": t, "broke": {
+                        f"reject policy at {t:.4g}": int((holds & (label_t != y) & (pred.p_adversarial <= t)).sum())}}
         robust_baseline, baseline_square = {}, {}
         for who, clean_ok in (("master", master_alone_clean), ("madry", madry_clean)):
             if who not in baselines:
@@ -246,7 +297,9 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 standard &= ~broke
             robust_baseline[who] = rate(standard & ~fooled["dlr"])
             robust_baseline[f"{who}_autoattack"] = rate(standard)
-        ours = {"reabsnet": rate(robust), "selective": rate(selective)} if defense else {}
+        ours = {"reabsnet": rate(robust), "selective": rate(selective),
+                "fixed_fpr": at_thresholds(results.get("calibration"), clean.p_adversarial, master_alone_clean, y,
+                                           seen)} if defense else {}
         results["bounds"][name] = {"norm": norm, "eps": eps, **ours, **robust_baseline, "per_attack": per_attack,
                                    "square_beyond_gradient": {**(square_broke if defense else {}),
                                                               **baseline_square}}
@@ -258,6 +311,51 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                                     timings, x, y, bounds)
     results["n_cw"] = len(cw_raw[0]["y"]) if cw_raw else 0
     return results
+
+
+FPRS = (0.01, 0.05)      # clean false-positive rates the guardian's threshold is calibrated to, beside 0.5
+
+
+def calibrate(guardian: nn.Module, splits: Splits) -> dict | None:
+    """The guardian's thresholds on P(adversarial) that flag 1% and 5% of the natural validation images (the
+    validation split; None where there is none), beside the paper's 0.5 and the share of them it flags."""
+    x_val, _ = splits.split("val")
+    if not len(x_val):
+        return None
+    p = predict_logits(guardian, x_val).softmax(1)[:, 1]
+    ranked = p.sort(descending=True).values
+    thresholds = {f"{f:g}": float(ranked[int(f * len(p))]) for f in FPRS}
+    return {"val_images": len(p), "thresholds": thresholds, "flagged_at_0.5": rate(p > 0.5)}
+
+
+def at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_correct: torch.Tensor, y: torch.Tensor,
+                  seen: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """The reject policy at each threshold t (0.5, and the calibrated 1% and 5% false-positive ones): flagged when
+    P(adversarial) > t, rejected then, else the master's label. Per threshold: the clean images rejected; robust
+    accuracy as correct-or-rejected; robust accuracy counting a rejected clean input as an error (Tramer 2022:
+    right on the clean input, and correct or rejected under every attack); the attack success rate on the images
+    the policy gets right clean (SR, Bryniarski et al. 2022: some attack set's example wrong and not flagged); and
+    the ROC-AUC of the guardian between the clean images and, per image, the attacker's final example (the wrong
+    one with the lowest P(adversarial)). Every attack set in `seen` counts at every threshold; the suite adds
+    joint APGD-CE and Orthogonal PGD aimed under each calibrated threshold (`at_threshold_attacks`)."""
+    thresholds = {"0.5": 0.5, **({f"fpr {k}": v for k, v in calibration["thresholds"].items()}
+                                 if calibration else {})}
+    p_adv = torch.stack([p for p, _ in seen]) if seen else torch.zeros(0, len(y))
+    wrong = torch.stack([label != y for _, label in seen]) if seen else torch.zeros(0, len(y), dtype=torch.bool)
+    # the attacker's final example per image: the wrong one the guardian scores lowest (none: not fooled)
+    final = torch.where(wrong, p_adv, torch.full_like(p_adv, float("inf"))).amin(0) if seen else torch.full(
+        (len(y),), float("inf"))
+    fooled = (final < float("inf")) & clean_correct
+    out = {}
+    for name, t in thresholds.items():
+        accepted_right = (p_clean <= t) & clean_correct
+        broken = (wrong & (p_adv <= t)).any(0) if seen else torch.zeros(len(y), dtype=torch.bool)
+        ok = ((p_clean > t) | clean_correct) & ~broken
+        out[name] = {"threshold": t, "clean_rejected": rate(p_clean > t), "correct_or_rejected": rate(ok),
+                     "robust_rejection_is_error": rate(accepted_right & ~broken),
+                     "attack_success": rate(broken[accepted_right]) if accepted_right.any() else None}
+    out["roc_auc_final_examples"] = roc_auc(p_clean, final[fooled]) if fooled.any() else None
+    return out
 
 
 def unscale_of(master_meta: dict) -> float:

@@ -95,7 +95,8 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
                       norm: str = "linf", bounds: Sequence[float] = (0.3,), policy: str = "revise",
                       budget: str | dict = "standard", box: Box = BOX, threshold: float = 0.5,
                       revise_to: float | None = None, max_iter: int = 50, temperature: float = 1.0,
-                      sanity: bool = True, out: str | Path | None = None, name: str = "data") -> AdaptiveResult:
+                      sanity: bool = True, x_calibration: torch.Tensor | None = None, out: str | Path | None = None,
+                      name: str = "data") -> AdaptiveResult:
     """The adaptive suite of the Security section on any master and guardian (or, with `guardian` None, the plain
     classifier's AutoAttack-standard ensemble plus APGD-DLR), on the images x, y in `box`, at each bound of
     `norm` ("linf" or "l2"). With a guardian: joint APGD-CE/DLR, BPDA and unrolled APGD through the modifier,
@@ -104,7 +105,8 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
     largest L-inf bound, the whole box, the loss trace). `budget`: a name of BUDGETS or a dict of
     `profiles.AdaptiveConfig` settings. `temperature`: the master's distillation temperature, which the CE
     attacks undo (1 for an undistilled master). The modifier: `threshold`, `revise_to`, `max_iter` as in
-    `ReabsNet`."""
+    `ReabsNet`. `x_calibration`: natural images (not the evaluated ones) on which the guardian's thresholds at 1%
+    and 5% false positives are set, for the reject policy's rates at those thresholds (`at_thresholds`)."""
     if norm not in ("linf", "l2"):
         raise ReabsnetError(f"norm {norm!r}: choose linf or l2")
     if not bounds or any(not float(e) > 0 for e in bounds):
@@ -126,7 +128,11 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
     modifier = ModifierConfig(threshold=threshold, revise_to=threshold if revise_to is None else revise_to,
                               max_iter=max_iter)
     profile = _profile(name, adaptive=adaptive, modifier=modifier)
-    splits = Splits.of_arrays(name, x.float().cpu(), y.long().cpu(), classes=classes, box=box)
+    val = None
+    if x_calibration is not None:
+        check_data(master, x_calibration, torch.zeros(len(x_calibration), dtype=torch.long), box, "calibration images")
+        val = (x_calibration.float().cpu(), torch.zeros(len(x_calibration), dtype=torch.long))
+    splits = Splits.of_arrays(name, x.float().cpu(), y.long().cpu(), classes=classes, box=box, val=val)
     master_meta = {"sha256": model_sha256(master), "temperature": temperature}
     defended = guardian_meta = None
     if guardian is not None:

@@ -321,6 +321,7 @@ def adaptive_section(a: dict) -> list[str]:
              "are rejected instead of revised; an outcome is acceptable when the input is rejected or classified "
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
              *_bound_table(a)]
+    lines += _fixed_fpr(a)
     lines += ["", "Per attack (accuracy of the network it targets; for the pipeline's attacks also the fraction the "
               "guardian flags). The survivor attacks (APGD-T, Square) ran only on the images still standing; "
               "their row counts those and how many each broke (for the pipeline: under revision / under the reject "
@@ -366,6 +367,37 @@ def adaptive_section(a: dict) -> list[str]:
     h = a.get("hardening")
     if h:
         lines += _hardening(h)
+    return lines
+
+
+def _fixed_fpr(a: dict) -> list[str]:
+    """The reject policy at the paper's threshold and at thresholds calibrated to 1% and 5% clean false positives."""
+    rows = [(name, b["fixed_fpr"]) for name, b in _in_order(a["bounds"]) if b.get("fixed_fpr")]
+    if not rows:
+        return []
+    c = a.get("calibration")
+    where = (f"on the {c['val_images']:,} natural validation images (which the guardian flags "
+             f"{c['flagged_at_0.5']['rate']:.4f} of at 0.5)" if c else "(no validation split: 0.5 only)")
+    lines = ["", "The reject policy at other detection thresholds, calibrated " + where + ". *Rejection is an "
+             "error*: robust only if the clean input is accepted and classified correctly and every attack's example "
+             "is correct or rejected (Tramer 2022). *SR*: of the images the policy gets right clean, the share some "
+             "attack's example fools unflagged (Bryniarski et al. 2022's SR@FPR). *ROC-AUC*: the guardian between "
+             "the clean images and each image's final adversarial example (the wrong one it scores lowest). Every "
+             "attack above aims under 0.5; at each calibrated threshold joint APGD-CE and Orthogonal PGD run again, "
+             "aiming under it, on the images the policy still holds there (rows `joint-fpr...` below), and every "
+             "example of every attack counts at every threshold.", "",
+             "| bound | threshold (clean FPR) | clean rejected | correct or rejected | robust, rejection is an error | "
+             "SR | ROC-AUC |", "|---|---|---|---|---|---|---|"]
+    for name, f in rows:
+        auc = f"{f['roc_auc_final_examples']:.3f}" if f.get("roc_auc_final_examples") is not None else "-"
+        for key, v in f.items():
+            if key == "roc_auc_final_examples":
+                continue
+            label = f"{v['threshold']:.4g}" + (f" ({key.split()[1]})" if key.startswith("fpr") else " (the paper's)")
+            sr = _cell(v["attack_success"]) if v.get("attack_success") else "-"
+            lines.append(f"| {_bound(name)} | {label} | {v['clean_rejected']['rate']:.3f} | "
+                         f"{_cell(v['correct_or_rejected'])} | {_cell(v['robust_rejection_is_error'])} | {sr} | "
+                         f"{auc} |")
     return lines
 
 
