@@ -1,7 +1,7 @@
 """The ReabsNet defense and its evaluation on your own classifier and data: here a small ResNet on a synthetic
 3x32x32, 10-class set (replace the two marked lines with your model and images).
 
-    python examples/own_model.py            # 72 s on the 2-core Intel CPU (docs/hardware.md)
+    python examples/own_model.py            # 75 s on the 2-core Intel CPU (docs/hardware.md)
 
 Trains the classifier, fits a guardian to it (DeepFool on the classifier, then natural vs adversarial), wraps both
 in ReabsNet, and evaluates them: attacks crafted on the classifier alone (the paper's Tables 1-2) and the adaptive
