@@ -178,12 +178,13 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
         return attack_sets(profile, splits, model, meta, out, timings, specs=specs, subdir=folder, n=n,
                            indices=indices)
 
-    def on_standing(who: str, attack: str, norm: str, eps: float, standing: torch.Tensor
-                    ) -> tuple[str, torch.Tensor, int]:
-        """The attack on the standing images only; the others keep their clean input (they are already lost)."""
+    def on_standing(who: str, attack: str, norm: str, eps: float, standing: torch.Tensor,
+                    spec: AttackSpec | None = None) -> tuple[str, torch.Tensor, int]:
+        """The attack (`spec`, default the survivor attack's) on the standing images only; the others keep their
+        clean input (they are already lost)."""
         model, meta = attacked[(who, attack)]
         joint_like = who in ("joint", "tuned") or attack in DETECTOR_ATTACKS
-        spec = survivor_spec(who, attack, norm, eps, cfg, reject if joint_like else None)
+        spec = spec or survivor_spec(who, attack, norm, eps, cfg, reject if joint_like else None)
         idx = standing.nonzero().squeeze(1)
         x_adv = x.clone()
         if len(idx):
@@ -226,25 +227,52 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                              "selective_rejected": rate(clean.flagged)}
 
     cw_raw = cw = None
+    # nested bounds: within a norm, ascending; an example within the smaller ball lies within the larger one, so at
+    # each larger bound every attack runs only on the images the smaller one left standing (cfg.nested)
+    smaller: dict[str, dict] = {}
+    if cfg.nested:
+        bounds = sorted(bounds, key=lambda b: ([v for v, _ in bounds].index(b[0]), b[1]))
+    results["nested"] = cfg.nested
     for norm, eps in bounds:
         name = f"{norm} {eps:g}"
-        candidates = dict(run_apgd(who, loss, norm, eps) for who, loss in (
-            ("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr"))
-            if defense and attacked[(who, loss)] is not None)
+        prior = smaller.get(norm)
+        per_attack, seen = {}, list(prior["seen"]) if prior else []   # seen: per attack set, the guardian's
+        # P(adversarial) and the master's label on its examples
+        robust, selective = (pipeline_ok.clone(), selective_clean.clone()) if defense else (None, None)
+        if prior and defense:
+            robust &= prior["robust"]
+            selective &= prior["selective"]
+        candidates = {}
+        for who, loss in (("joint", "ce"), ("joint", "dlr"), ("bpda", "ce"), ("bpda", "dlr"), ("unrolled", "dlr")):
+            if not defense or attacked[(who, loss)] is None:
+                continue
+            if prior is None:
+                key, item = run_apgd(who, loss, norm, eps)
+                candidates[key] = item[0]["x_adv"]
+            else:
+                standing = robust if who in PIPELINE_VIEWS else (robust | selective)
+                key, x_adv, _ = on_standing(who, loss, norm, eps, standing,
+                                            apgd_spec(who, norm, eps, loss, cfg, reject if who == "joint" else None))
+                candidates[key] = (x_adv, standing.clone())     # `robust` itself changes below
         if defense and norm == "l2":
             if cw_raw is None:       # one set for every L2 bound, each cutting it at its radius
                 cw_raw = joint_cw(profile, splits, joint, joint_meta, out, timings, subdir, n)
                 cw = _pad(cw_raw, x)
-            candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")
-        per_attack, seen = {}, []      # seen: per attack set, the guardian's P(adversarial) and the master's label
-        robust, selective = (pipeline_ok.clone(), selective_clean.clone()) if defense else (None, None)
-        for key, (arrays, _) in candidates.items():
-            pred = defended.predict_batches(arrays["x_adv"])
-            seen.append((pred.p_adversarial, predict_logits(master, arrays["x_adv"]).argmax(1)))
+            candidates["joint-cw-l2-t"] = _bounded(cw, eps, "l2")[0]["x_adv"]
+        for key, item in candidates.items():
+            x_adv, standing = item if isinstance(item, tuple) else (item, None)
+            pred = defended.predict_batches(x_adv)
+            seen.append((pred.p_adversarial, predict_logits(master, x_adv).argmax(1)))
             correct = pred.label == y
             ok = pred.flagged | correct      # unflagged inputs reach the master unrevised
-            per_attack[key] = {"reabsnet": rate(correct & pipeline_ok), "selective": rate(ok & selective_clean),
-                               "flagged": rate(pred.flagged)}
+            if standing is None:
+                per_attack[key] = {"reabsnet": rate(correct & pipeline_ok), "selective": rate(ok & selective_clean),
+                                   "flagged": rate(pred.flagged)}
+            else:
+                per_attack[key] = {"attacked": int(standing.sum()),
+                                   "broke": {"reabsnet": int((robust & ~correct).sum()),
+                                             "selective": int((selective & ~ok).sum())},
+                                   "flagged": rate(pred.flagged[standing]) if standing.any() else None}
             robust &= correct
             selective &= ok
         # AutoAttack's order: the targeted and gradient-free attacks only where everything before left the image
@@ -276,18 +304,27 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                     seen.append((pred.p_adversarial, label_t))
                     per_attack[key] = {"attacked": int(holds.sum()), "at_threshold": t, "broke": {
                         f"reject policy at {t:.4g}": int((holds & (label_t != y) & (pred.p_adversarial <= t)).sum())}}
-        robust_baseline, baseline_square = {}, {}
+        robust_baseline, baseline_square, held = {}, {}, {}
         for who, clean_ok in (("master", master_alone_clean), ("madry", madry_clean)):
             if who not in baselines:
                 continue
             fooled = {}
+            model = attacked[(who, "dlr")][0]
+            # nested: APGD-CE where the standard ensemble held at the smaller bound, APGD-DLR where the worst case did
+            before = prior["baselines"][who] if prior else None
             for loss in ("ce", "dlr"):
-                key, (arrays, _) = run_apgd(who, loss, norm, eps)
-                fooled[loss] = arrays["label"] != y
-                per_attack[key] = {who: rate(clean_ok & ~fooled[loss])}
+                if before is None:
+                    key, (arrays, _) = run_apgd(who, loss, norm, eps)
+                    fooled[loss] = arrays["label"] != y
+                    per_attack[key] = {who: rate(clean_ok & ~fooled[loss])}
+                else:
+                    standing = clean_ok & before["ce" if loss == "ce" else "worst"]
+                    key, x_adv, k = on_standing(who, loss, norm, eps, standing, apgd_spec(who, norm, eps, loss, cfg,
+                                                                                        None))
+                    fooled[loss] = ~standing | (predict_logits(model, x_adv).argmax(1) != y)
+                    per_attack[key] = {"attacked": k, "broke": {who: int((standing & fooled[loss]).sum())}}
             # the standard ensemble: APGD-CE, then APGD-T, FAB-T and Square on what it left standing
             standard = clean_ok & ~fooled["ce"]
-            model = attacked[(who, "dlr")][0]
             for attack in BASELINE_SURVIVORS:
                 key, x_adv, k = on_standing(who, attack, norm, eps, standard)
                 broke = standard & (predict_logits(model, x_adv).argmax(1) != y)
@@ -297,6 +334,8 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 standard &= ~broke
             robust_baseline[who] = rate(standard & ~fooled["dlr"])
             robust_baseline[f"{who}_autoattack"] = rate(standard)
+            held[who] = {"ce": standard, "worst": standard & ~fooled["dlr"]}
+        smaller[norm] = {"robust": robust, "selective": selective, "seen": seen, "baselines": held}
         ours = {"reabsnet": rate(robust), "selective": rate(selective),
                 "fixed_fpr": at_thresholds(results.get("calibration"), clean.p_adversarial, master_alone_clean, y,
                                            seen)} if defense else {}

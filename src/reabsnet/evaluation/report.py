@@ -322,6 +322,10 @@ def adaptive_section(a: dict) -> list[str]:
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
              *_bound_table(a)]
     lines += _fixed_fpr(a)
+    if a.get("nested"):
+        lines += ["", "Bounds are nested: within a norm, at each larger bound every attack ran only on the images the "
+                  "smaller bound left standing (an example within the smaller ball lies within the larger one, so an "
+                  "image broken there stays broken); its rows below count the images each attack ran on."]
     lines += ["", "Per attack (accuracy of the network it targets; for the pipeline's attacks also the fraction the "
               "guardian flags). The survivor attacks (APGD-T, Square) ran only on the images still standing; "
               "their row counts those and how many each broke (for the pipeline: under revision / under the reject "
