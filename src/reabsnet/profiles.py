@@ -160,8 +160,8 @@ class AdaptiveConfig:
     max_clean_rejection: float = 0.01   # the hardening bar: at most 1% of clean images rejected
     enabled: bool = True
     # nested bounds: within a norm, each larger bound attacks only the images the smaller left standing (its
-    # examples lie within the larger ball too); false: every bound attacks every image
-    nested: bool = later(True)
+    # examples lie within the larger ball too). Off by default: measured, it saved no time (docs/benchmarks.md)
+    nested: bool = later(False)
 
 
 @dataclass(frozen=True)

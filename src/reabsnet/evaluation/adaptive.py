@@ -250,7 +250,9 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 key, item = run_apgd(who, loss, norm, eps)
                 candidates[key] = item[0]["x_adv"]
             else:
-                standing = robust if who in PIPELINE_VIEWS else (robust | selective)
+                # joint attacks serve the reject policy at every threshold, so they also attack what a calibrated
+                # threshold still held at the smaller bound
+                standing = robust if who in PIPELINE_VIEWS else (robust | selective | prior["held_fpr"])
                 key, x_adv, _ = on_standing(who, loss, norm, eps, standing,
                                             apgd_spec(who, norm, eps, loss, cfg, reject if who == "joint" else None))
                 candidates[key] = (x_adv, standing.clone())     # `robust` itself changes below
@@ -335,7 +337,10 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             robust_baseline[who] = rate(standard & ~fooled["dlr"])
             robust_baseline[f"{who}_autoattack"] = rate(standard)
             held[who] = {"ce": standard, "worst": standard & ~fooled["dlr"]}
-        smaller[norm] = {"robust": robust, "selective": selective, "seen": seen, "baselines": held}
+        if cfg.nested:
+            smaller[norm] = {"robust": robust, "selective": selective, "seen": seen, "baselines": held,
+                             "held_fpr": held_at_thresholds(results.get("calibration"), clean.p_adversarial,
+                                                            master_alone_clean, y, seen) if defense else None}
         ours = {"reabsnet": rate(robust), "selective": rate(selective),
                 "fixed_fpr": at_thresholds(results.get("calibration"), clean.p_adversarial, master_alone_clean, y,
                                            seen)} if defense else {}
@@ -395,6 +400,18 @@ def at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_correct
                      "attack_success": rate(broken[accepted_right]) if accepted_right.any() else None}
     out["roc_auc_final_examples"] = roc_auc(p_clean, final[fooled]) if fooled.any() else None
     return out
+
+
+def held_at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_correct: torch.Tensor,
+                       y: torch.Tensor, seen: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The images the reject policy still holds at some calibrated threshold t (correct-or-rejected clean, and no
+    example in `seen` wrong with P(adversarial) <= t): what a nested larger bound must attack again."""
+    held = torch.zeros(len(y), dtype=torch.bool)
+    for t in (calibration or {}).get("thresholds", {}).values():
+        broken = (torch.stack([(label != y) & (p <= t) for p, label in seen]).any(0) if seen
+                  else torch.zeros(len(y), dtype=torch.bool))
+        held |= ((p_clean > t) | clean_correct) & ~broken
+    return held
 
 
 def unscale_of(master_meta: dict) -> float:
