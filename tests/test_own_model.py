@@ -295,12 +295,13 @@ def test_fit_guardian_and_evaluate_commands_write_a_guardian_and_a_report(user_f
     assert main(["evaluate", "--master", str(root / "master.safetensors"), "--guardian",
                  str(root / "g" / "guardian.safetensors"), "--data", str(root / "test.npz"), "--attacks",
                  "fgsm,deepfool", "--preset", "smoke", "--budget", "smoke", "--bounds", "4/255,8/255",
-                 "--out", str(root / "ev")]) == 0
+                 "--calibration", str(root / "train.npz"), "--out", str(root / "ev")]) == 0
     out = capsys.readouterr().out
     assert "robust accuracy (revise" in out
     results = json.loads((root / "ev" / "results.json").read_text())
     assert results["data"]["shape"] == [3, 32, 32] and results["data"]["box"] == [-0.5, 0.5]
     assert results["oblivious"]["attacks"]["fgsm"]["settings"]["eps"] == pytest.approx(4 / 255)
+    assert results["adaptive"]["calibration"]["val_images"] == 300
     report = (root / "ev" / "REPORT.md").read_text()
     assert "| DeepFool |" in report and "## Adaptive attacks" in report
 

@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "by the cross-entropy attacks (default: 1)")
     ev.add_argument("--threshold", type=float, default=0.5, help="flag when P(adversarial) exceeds this "
                     "(default: 0.5)")
+    ev.add_argument("--calibration", metavar="PATH", help="natural images (a .npz or a class-folder tree, not the "
+                    "evaluated ones) on which the guardian's thresholds at 1%% and 5%% false positives are set, for "
+                    "the reject policy's rates there")
     ev.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, results.json and the attack sets "
                     "go; a rerun reuses the sets")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
@@ -352,9 +355,14 @@ def cmd_evaluate(args) -> None:
         fgsm = {"fgsm": {"eps": args.fgsm_eps or bounds[0]}} if "fgsm" in attacks else {}
         results["oblivious"] = evaluate_oblivious(defense, x, y, attacks=attacks, preset=args.preset, settings=fgsm,
                                                   temperature=args.temperature, out=out / "oblivious")
+    x_calibration = None
+    if args.calibration:
+        from reabsnet.data.user import load_user_data
+
+        x_calibration = load_user_data(args.calibration, box)[0]
     result = evaluate_adaptive(master, guardian, x, y, norm=args.norm, bounds=bounds, policy=args.policy,
                                budget=args.budget, box=box, threshold=args.threshold, temperature=args.temperature,
-                               out=out / "adaptive")
+                               x_calibration=x_calibration, out=out / "adaptive")
     results["adaptive"] = result.results
     write_user(out, results)
     rates = ", ".join(f"{name}: {rate:.3f}" for name, rate in result.robust_accuracy().items())
