@@ -200,8 +200,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
         meta_t = digest(master_meta, guardian_meta, extra=("joint", t, "scale", unscale))
         for attack, budget in (("apgd", {"loss": "ce", "steps": cfg.steps, "restarts": cfg.restarts}),
                                ("orthogonal-pgd", {"steps": cfg.steps})):
-            broken = torch.stack([(lab != y) & (p <= t) for p, lab in seen]).any(0)
-            holds = ((clean.p_adversarial > t) | master_alone_clean) & ~broken
+            holds = ((clean.p_adversarial > t) | master_alone_clean) & ~broken_at(t, y, seen)
             spec = AttackSpec(f"joint-fpr{label}-{attack}-{norm}-{eps_name(eps)}",
                               f"joint {attack} at the {label} FPR threshold {norm} {eps:g}", attack, False,
                               {"eps": eps, "norm": norm, **budget, "reject": reject})
@@ -393,7 +392,7 @@ def at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_correct
     out = {}
     for name, t in thresholds.items():
         accepted_right = (p_clean <= t) & clean_correct
-        broken = (wrong & (p_adv <= t)).any(0) if seen else torch.zeros(len(y), dtype=torch.bool)
+        broken = broken_at(t, y, seen)
         ok = ((p_clean > t) | clean_correct) & ~broken
         out[name] = {"threshold": t, "clean_rejected": rate(p_clean > t), "correct_or_rejected": rate(ok),
                      "robust_rejection_is_error": rate(accepted_right & ~broken),
@@ -408,10 +407,15 @@ def held_at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_co
     example in `seen` wrong with P(adversarial) <= t): what a nested larger bound must attack again."""
     held = torch.zeros(len(y), dtype=torch.bool)
     for t in (calibration or {}).get("thresholds", {}).values():
-        broken = (torch.stack([(label != y) & (p <= t) for p, label in seen]).any(0) if seen
-                  else torch.zeros(len(y), dtype=torch.bool))
-        held |= ((p_clean > t) | clean_correct) & ~broken
+        held |= ((p_clean > t) | clean_correct) & ~broken_at(t, y, seen)
     return held
+
+
+def broken_at(t: float, y: torch.Tensor, seen: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per image: some example in `seen` (P(adversarial), the master's label) is wrong and not flagged at t."""
+    if not seen:
+        return torch.zeros(len(y), dtype=torch.bool)
+    return torch.stack([(label != y) & (p <= t) for p, label in seen]).any(0)
 
 
 def unscale_of(master_meta: dict) -> float:
