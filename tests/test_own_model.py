@@ -96,7 +96,7 @@ def test_evaluate_adaptive_at_8_over_255_passes_its_sanity_checks(synthetic_setu
     master, guardian, _, x, y, _ = synthetic_setup
     natural, _ = reabsnet.synthetic(300, seed=7)
     result = reabsnet.evaluate_adaptive(master, guardian, x[:20], y[:20], bounds=[EPS / 2, EPS], budget="smoke",
-                                        x_calibration=natural)
+                                        x_calibration=natural, binarization=3)
     r = result.results
     s = r["sanity"]
     assert s["monotone"]["holds"] and s["iterative_beats_single_step"]["holds"] and s["loss_increases"]["holds"]
@@ -115,6 +115,11 @@ def test_evaluate_adaptive_at_8_over_255_passes_its_sanity_checks(synthetic_setu
     assert set(r["bounds"][f"linf {EPS:g}"]["fixed_fpr"]) == {"0.5", "fpr 0.01", "fpr 0.05", "roc_auc_final_examples"}
     text = result.markdown()
     assert "| L-inf 0.0313725 |" in text and "iterative beats single-step at L-inf 0.0313725" in text
+    # the binarization test of the reject policy, its inverted control and ReabsNet, at each bound
+    tests = r["binarization"][f"linf {EPS:g}"]["tests"]["ReabsNet"]
+    assert set(tests) == {"reject", "reject-inverted", "revise"}
+    assert set(tests["revise"]["attacks"]) == {"BPDA APGD-CE", "unrolled APGD-CE", "joint APGD-CE", "any attack"}
+    assert "| L-inf 0.0313725 | ReabsNet | ReabsNet (revision) |" in text
 
 
 class Shift(nn.Module):
@@ -174,8 +179,12 @@ def test_nested_bounds_attack_only_what_the_smaller_bound_left_and_agree_with_bo
 
 def test_evaluate_adaptive_on_a_plain_classifier_runs_the_standard_ensemble(synthetic_setup):
     master, _, _, x, y, _ = synthetic_setup
-    result = reabsnet.evaluate_adaptive(master, None, x[:10], y[:10], norm="l2", bounds=[0.5], budget="smoke")
+    result = reabsnet.evaluate_adaptive(master, None, x[:10], y[:10], norm="l2", bounds=[0.5], budget="smoke",
+                                        binarization=6)
     assert result.policy == "classifier"
+    test = result.results["binarization"]["l2 0.5"]["tests"]["classifier"]["classifier"]
+    assert test["images"] == 6 and test["usable"] >= 2 and test["attacks"]["any attack"]["n"] == test["usable"]
+    assert "Binarization test" in result.markdown()
     b = result.results["bounds"]["l2 0.5"]
     assert set(b) >= {"master", "master_autoattack"} and "reabsnet" not in b
     assert b["master"]["rate"] <= b["master_autoattack"]["rate"]

@@ -162,6 +162,9 @@ class AdaptiveConfig:
     # nested bounds: within a norm, each larger bound attacks only the images the smaller left standing (its
     # examples lie within the larger ball too). Off by default: measured, it saved no time (docs/benchmarks.md)
     nested: bool = later(False)
+    # the binarization test (evaluation.binarization) at each bound on the first N test images whose balls are
+    # disjoint, with the suite's main attacks at these budgets; 0 = skip
+    binarization: int = later(0)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from reabsnet.artifacts import stage_key
 from reabsnet.attacks import JointLogits, Scaled, apgd
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
+from reabsnet.evaluation.binarization import run_tests, well_apart
 from reabsnet.evaluation.paper import AttackSpec, attack_sets
 from reabsnet.evaluation.stats import rate, roc_auc
 from reabsnet.profiles import Profile, bound_list
@@ -349,11 +350,44 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
         labels = {"reabsnet": "ReabsNet", "selective": "reject policy", **{k: k for k in robust_baseline}}
         log.info("adaptive %s: %s", name, ", ".join(f"{label} {results['bounds'][name][k]['rate']:.3f}"
                                                     for k, label in labels.items() if k in results["bounds"][name]))
+    if cfg.binarization:
+        results["binarization"] = binarization(cfg, defended if defense else None, master, madry, baselines, x, bounds,
+                                               splits.box, m.threshold)
     if sanity and defense:
         results["sanity"] = _sanity(profile, splits, defended, *attacked[("joint", "ce")], results, cw_raw, out,
                                     timings, x, y, bounds)
     results["n_cw"] = len(cw_raw[0]["y"]) if cw_raw else 0
     return results
+
+
+def binarization(cfg, defended: ReabsNet | None, master: nn.Module, madry: nn.Module | None,
+                 baselines: tuple[str, ...], x: torch.Tensor, bounds: list[tuple[str, float]], box, threshold: float
+                 ) -> dict:
+    """The binarization test at each bound: on the defense the reject policy (and its inverted control) and
+    ReabsNet; on the Madry-style baseline, or on a plain classifier's evaluation the master, the classifier test.
+    The suite's main attacks at the evaluation's budgets, on the first `cfg.binarization` images whose balls are
+    disjoint."""
+    out = {}
+    for norm, eps in bounds:
+        idx = well_apart(x, eps, norm, cfg.binarization)
+        device = next(master.parameters()).device
+        xs = x[idx].to(device)
+        tests = {}
+        budget = {"eps": eps, "norm": norm, "steps": cfg.steps, "queries": cfg.queries, "box": box}
+        if defended is not None:
+            d = defended
+            paper = {"revise_to": d.threshold, "overshoot": 0.02, "max_iter": 50, "norm": "l2", "extra_steps": 0}
+            mine = {"revise_to": d.revise_to, "overshoot": d.overshoot, "max_iter": d.max_iter, "norm": d.norm,
+                    "extra_steps": d.extra_steps}
+            tests["ReabsNet"] = run_tests(d.master, xs, guardian=d.guardian, threshold=threshold,
+                                          policies=("reject", "reject-inverted", "revise"),
+                                          modifier={k: v for k, v in mine.items() if v != paper[k]}, **budget)
+        if madry is not None and "madry" in baselines:
+            tests["Madry-style baseline"] = run_tests(madry, xs, **budget)
+        if defended is None:
+            tests["classifier"] = run_tests(master, xs, **budget)
+        out[f"{norm} {eps:g}"] = {"images": len(idx), "tests": tests}
+    return out
 
 
 FPRS = (0.01, 0.05)      # clean false-positive rates the guardian's threshold is calibrated to, beside 0.5

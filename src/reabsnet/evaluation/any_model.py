@@ -95,8 +95,8 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
                       norm: str = "linf", bounds: Sequence[float] = (0.3,), policy: str = "revise",
                       budget: str | dict = "standard", box: Box = BOX, threshold: float = 0.5,
                       revise_to: float | None = None, max_iter: int = 50, temperature: float = 1.0,
-                      sanity: bool = True, x_calibration: torch.Tensor | None = None, out: str | Path | None = None,
-                      name: str = "data") -> AdaptiveResult:
+                      sanity: bool = True, x_calibration: torch.Tensor | None = None, binarization: int = 0,
+                      out: str | Path | None = None, name: str = "data") -> AdaptiveResult:
     """The adaptive suite of the Security section on any master and guardian (or, with `guardian` None, the plain
     classifier's AutoAttack-standard ensemble plus APGD-DLR), on the images x, y in `box`, at each bound of
     `norm` ("linf" or "l2"). With a guardian: joint APGD-CE/DLR, BPDA and unrolled APGD through the modifier,
@@ -106,7 +106,10 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
     `profiles.AdaptiveConfig` settings. `temperature`: the master's distillation temperature, which the CE
     attacks undo (1 for an undistilled master). The modifier: `threshold`, `revise_to`, `max_iter` as in
     `ReabsNet`. `x_calibration`: natural images (not the evaluated ones) on which the guardian's thresholds at 1%
-    and 5% false positives are set, for the reject policy's rates at those thresholds (`at_thresholds`)."""
+    and 5% false positives are set, for the reject policy's rates at those thresholds (`at_thresholds`).
+    `binarization`: run the binarization test (`evaluation.binarization`) at each bound on the first N images
+    whose balls are disjoint: does each attack find an example known to exist (reject policy, its inverted
+    control and ReabsNet; a plain classifier's own test without a guardian)? 0: skip."""
     if norm not in ("linf", "l2"):
         raise ReabsnetError(f"norm {norm!r}: choose linf or l2")
     if not bounds or any(not float(e) > 0 for e in bounds):
@@ -120,7 +123,9 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
     eps = sorted(float(e) for e in bounds)
     text = ",".join(repr(e) for e in eps)
     try:
-        adaptive = dataclasses.replace(AdaptiveConfig(), n=len(x), harden_n=0, **chosen,
+        if binarization < 0:
+            raise ReabsnetError(f"binarization {binarization}: give a number of images, 0 to skip")
+        adaptive = dataclasses.replace(AdaptiveConfig(), n=len(x), harden_n=0, binarization=binarization, **chosen,
                                        linf_bounds=text if norm == "linf" else "",
                                        l2_bounds=text if norm == "l2" else "")
     except TypeError as e:

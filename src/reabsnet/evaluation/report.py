@@ -322,6 +322,7 @@ def adaptive_section(a: dict) -> list[str]:
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
              *_bound_table(a)]
     lines += _fixed_fpr(a)
+    lines += binarization_lines(a.get("binarization"))
     if a.get("nested"):
         lines += ["", "Bounds are nested: within a norm, at each larger bound every attack ran only on the images the "
                   "smaller bound left standing (an example within the smaller ball lies within the larger one, so an "
@@ -433,7 +434,38 @@ def _classifier_section(a: dict) -> list[str]:
             f"(worst case). First {a['n']} images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); "
             f"APGD-T and FAB-T {a['targets']} target classes; Square {a['queries']} queries.", "",
             *_bound_table(a), "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|",
-            *[row for name, b in _in_order(a["bounds"]) for row in _per_attack_rows(name, b["per_attack"])]]
+            *[row for name, b in _in_order(a["bounds"]) for row in _per_attack_rows(name, b["per_attack"])],
+            *binarization_lines(a.get("binarization"))]
+
+
+TEST_NAMES = {"classifier": "classifier", "reject": "reject policy", "reject-inverted": "reject policy, inverted "
+              "guardian (control)", "revise": "ReabsNet (revision)"}
+
+
+def binarization_lines(b: dict | None) -> list[str]:
+    """The binarization test's table (evaluation.binarization): per bound, defense and test, each attack's success
+    rate on the binary tasks whose example is known to exist, with its pass/FAIL verdict."""
+    if not b:
+        return []
+    from reabsnet.evaluation.binarization import PASS_RATE
+
+    lines = ["", "Binarization test (Zimmermann, Brendel, Tramer and Carlini 2022): per image, a linear readout on the "
+             "defended model's frozen features separates points inside the bound from points on it, so an "
+             "adversarial example within the bound is known to exist; each attack of the suite runs unchanged on "
+             "the model with that readout. Attack success rate (ASR) over the images whose task could be built; "
+             f"an attack passes at ASR >= {PASS_RATE:g}, and one that fails cannot be trusted to show robustness on "
+             "that defense. 'random' counts the images where one of 100 random points on the bound already finds "
+             "the example (the task is then easy). 'any' is the worst case per image over the attacks.", "",
+             "| bound | defense | test | images | random | ASR per attack |", "|---|---|---|---|---|---|"]
+    for name, entry in _in_order({k: v for k, v in b.items()}):
+        for defense, tests in entry["tests"].items():
+            for test, r in tests.items():
+                cells = "; ".join(f"{attack} {v['rate']:.2f} ({v['success']}/{v['n']}) "
+                                  f"{'pass' if v['passes'] else 'FAIL'}" for attack, v in r["attacks"].items()
+                                  if v["n"]) or "no task could be built"
+                lines.append(f"| {_bound(name)} | {defense} | {TEST_NAMES.get(test, test)} | {r['usable']} of "
+                             f"{r['images']} | {r['random_success']} | {cells} |")
+    return lines
 
 
 def _in_order(bounds: dict) -> list[tuple[str, dict]]:
