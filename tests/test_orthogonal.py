@@ -63,3 +63,28 @@ def test_it_keeps_the_successful_iterate_with_the_lowest_detector_score():
 def test_orthogonal_pgd_needs_the_two_objectives_apart():
     with pytest.raises(ValueError, match="JointLogits"):
         orthogonal_pgd(nn.Flatten(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long))
+
+
+def weighted_sum_pgd(joint: JointLogits, x, y, weight: float, eps: float = 0.3, steps: int = 20):
+    """The attack Orthogonal PGD replaces: signed steps on CE(classifier) - weight * detector score, summed."""
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = nn.functional.cross_entropy(joint.master(x_adv), y) - weight * joint.detector_score(x_adv).sum()
+        grad, = torch.autograd.grad(loss, x_adv)
+        x_adv = (x + (x_adv.detach() + eps / 6 * grad.sign() - x).clamp(-eps, eps)).clamp(-1.0, 1.0)
+    return x_adv
+
+
+@pytest.mark.parametrize("weight", [0.01, 1.0])
+def test_orthogonal_pgd_succeeds_where_a_weighted_sum_with_a_badly_chosen_weight_does_not(weight):
+    # with a small weight the classifier's gradient (along x0 + x1) drags the input into the flagged region; with a
+    # large one the detector's (along x0) pushes x0 so far down that x0 + x1 never reaches 0.2
+    x, y = torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
+    joint = toy()
+    x_adv = weighted_sum_pgd(joint, x, y, weight)
+    with torch.no_grad():
+        fooled_unflagged = (joint(x_adv).argmax(1) == 1)
+    assert not fooled_unflagged.any()
+    r = orthogonal_pgd(joint, x, y, eps=0.3, steps=20, step_fraction=1 / 6, box=(-1.0, 1.0), reject=2)
+    assert r.success.all()

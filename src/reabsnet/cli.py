@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--calibration", metavar="PATH", help="natural images (a .npz or a class-folder tree, not the "
                     "evaluated ones) on which the guardian's thresholds at 1%% and 5%% false positives are set, for "
                     "the reject policy's rates there")
+    ev.add_argument("--binarization", type=int, default=0, metavar="N", help="run the binarization test "
+                    "(Zimmermann et al. 2022: does each attack find an example known to exist?) at every bound on "
+                    "N images (default: 0, skip)")
     ev.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, results.json and the attack sets "
                     "go; a rerun reuses the sets")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
@@ -362,7 +365,7 @@ def cmd_evaluate(args) -> None:
         x_calibration = load_user_data(args.calibration, box)[0]
     result = evaluate_adaptive(master, guardian, x, y, norm=args.norm, bounds=bounds, policy=args.policy,
                                budget=args.budget, box=box, threshold=args.threshold, temperature=args.temperature,
-                               x_calibration=x_calibration, out=out / "adaptive")
+                               x_calibration=x_calibration, binarization=args.binarization, out=out / "adaptive")
     results["adaptive"] = result.results
     write_user(out, results)
     rates = ", ".join(f"{name}: {rate:.3f}" for name, rate in result.robust_accuracy().items())
