@@ -24,6 +24,7 @@ from reabsnet import data
 from reabsnet.artifacts import write_bytes_atomic, write_json_atomic
 from reabsnet.evaluation.binarization import run_tests, well_apart
 from reabsnet.evaluation.report import binarization_lines
+from reabsnet.models import load_model
 from reabsnet.pretrained import load_pretrained
 
 
@@ -33,6 +34,10 @@ def main() -> None:
     parser.add_argument("--bounds", default="0.1,0.2,0.3", help="L-inf bounds")
     parser.add_argument("--steps", type=int, default=100, help="APGD and Orthogonal PGD steps")
     parser.add_argument("--queries", type=int, default=1000, help="Square's queries")
+    parser.add_argument("--guardian", help="a guardian checkpoint in place of the shipped one (e.g. one of "
+                        "bench/guardian_sharpness.py's)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also test the Madry-style baseline (default: yes)")
     parser.add_argument("--out", default="BINARIZATION.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -41,20 +46,24 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="reabsnet: %(message)s", stream=sys.stderr)
     began = time.perf_counter()
     net, madry = load_pretrained("mnist-paper"), load_pretrained("mnist-paper-madry")
+    if args.guardian:
+        net.guardian = load_model(args.guardian, expect="guardian")[0].eval()
     x, _ = data.load("mnist").split("test", 0)
     out, results = Path(args.out), {}
     for eps in [float(e) for e in args.bounds.split(",")]:
         xs = x[well_apart(x, eps, "linf", args.n)]
         budget = {"eps": eps, "steps": args.steps, "queries": args.queries}
         tests = {"ReabsNet": run_tests(net.master, xs, guardian=net.guardian,
-                                       policies=("reject", "reject-inverted", "revise"), **budget),
-                 "Madry-style baseline": run_tests(madry, xs, **budget)}
+                                       policies=("reject", "reject-inverted", "revise"), **budget)}
+        if args.baseline:
+            tests["Madry-style baseline"] = run_tests(madry, xs, **budget)
         results[f"linf {eps:g}"] = {"images": len(xs), "tests": tests}
         logging.info("L-inf %g done (%.0f s)", eps, time.perf_counter() - began)
         write_json_atomic(out.with_suffix(".json"), {"results": results, "args": vars(args)})
         text = ["# Binarization test of the adaptive suite's attacks (profile `paper`, the shipped networks)", "",
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
-                f"--steps {args.steps} --queries {args.queries}`  ",
+                f"--steps {args.steps} --queries {args.queries}"
+                + (f" --guardian {args.guardian}" if args.guardian else "") + "`  ",
                 f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
                 f"Images: the first {args.n} test images whose L-inf balls are pairwise disjoint (at these bounds "
