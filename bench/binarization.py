@@ -23,7 +23,7 @@ import torch
 from reabsnet import data
 from reabsnet.artifacts import write_bytes_atomic, write_json_atomic
 from reabsnet.evaluation.binarization import run_tests, well_apart
-from reabsnet.evaluation.report import binarization_lines
+from reabsnet.evaluation.report import binarization_lines, machine
 from reabsnet.models import load_model
 from reabsnet.pretrained import load_pretrained
 
@@ -64,7 +64,7 @@ def main() -> None:
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
                 f"--steps {args.steps} --queries {args.queries}"
                 + (f" --guardian {args.guardian}" if args.guardian else "") + "`  ",
-                f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
+                f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
                 f"Images: the first {args.n} test images whose L-inf balls are pairwise disjoint (at these bounds "
                 "MNIST's test images are: the first ones). Attacks: APGD-CE (classifier, pipeline through the "
