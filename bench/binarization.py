@@ -59,7 +59,8 @@ def main() -> None:
             tests["Madry-style baseline"] = run_tests(madry, xs, **budget)
         results[f"linf {eps:g}"] = {"images": len(xs), "tests": tests}
         logging.info("L-inf %g done (%.0f s)", eps, time.perf_counter() - began)
-        write_json_atomic(out.with_suffix(".json"), {"results": results, "args": vars(args)})
+        write_json_atomic(out.with_suffix(".json"), {"results": results,
+                                                     "args": {k: v for k, v in vars(args).items() if k != "out"}})
         text = ["# Binarization test of the adaptive suite's attacks (profile `paper`, the shipped networks)", "",
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
                 f"--steps {args.steps} --queries {args.queries}"
@@ -67,7 +68,7 @@ def main() -> None:
                 f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
                 f"Images: the first {args.n} test images whose L-inf balls are pairwise disjoint (at these bounds "
-                "MNIST's test images are: the first ones). Attacks: APGD-CE (classifier, pipeline through the "
+                "MNIST's first test images are). Attacks: APGD-CE (classifier, pipeline through the "
                 "modifier by BPDA and unrolled, joint with the guardian), Square, Orthogonal PGD, "
                 f"{args.steps} steps, 1 restart, Square {args.queries} queries (the committed report: APGD 100 "
                 "steps, Square 5,000).", *binarization_lines(results)]

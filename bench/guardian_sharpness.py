@@ -159,7 +159,8 @@ def main() -> None:
                                       None, None, home, {}, baselines=(), sanity=False,
                                       subdir=f"adaptive/{slug}")
         rows.append(row(label, meta, results))
-        write_json_atomic(out.with_suffix(".json"), {"rows": rows, "args": vars(args)})
+        write_json_atomic(out.with_suffix(".json"), {"rows": rows, "args": {k: v for k, v in vars(args).items()
+                                                                             if k not in ("out", "home")}})
         write_bytes_atomic(out, render(rows, args, time.perf_counter() - began).encode())
         logging.info("%s done (%.0f s)", label, time.perf_counter() - began)
     print(json.dumps({"rows": len(rows), "seconds": round(time.perf_counter() - began)}))
