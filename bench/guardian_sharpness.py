@@ -68,6 +68,11 @@ def row(label: str, meta: dict, results: dict) -> dict:
     return out
 
 
+def _minutes(rows: list[dict]) -> str:
+    spent = sorted(r["seconds"] / 60 for r in rows if r.get("seconds", 0) > 120)
+    return f"{spent[0]:.0f}-{spent[-1]:.0f} min" if spent else "-"
+
+
 def render(rows: list[dict], args, seconds: float) -> str:
     def cell(r: dict) -> str:
         return f"{r['rate']:.3f} ({r['k']}/{r['n']})"
@@ -77,7 +82,8 @@ def render(rows: list[dict], args, seconds: float) -> str:
              f"--val-images {args.val_images} --n {args.n} --epochs {','.join(map(str, args.epochs))} "
              f"--seeds {','.join(map(str, args.seeds))}`  ",
              f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
-             f"torch {torch.__version__}; {seconds / 60:.0f} min (artifacts reused from earlier runs count 0).", "",
+             f"torch {torch.__version__}; the suite took {_minutes(rows)} per guardian (sets reused from an earlier "
+             "run count 0).", "",
              f"Guardians: the shipped one (DeepFool on all 55,000 training images, 10 epochs), and guardians trained "
              f"with the paper profile's recipe (SGD, lr 0.02, batch 128) for the stated epochs on DeepFool "
              f"examples of the first {args.train_images:,} training images (validation: the first "
@@ -133,6 +139,8 @@ def main() -> None:
     parser.add_argument("--home", help="artifact folder (default: <data home>/runs/mnist/sharpness)")
     parser.add_argument("--out", default="SHARPNESS.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="render --out from the rows of earlier runs' "
+                        "JSON files (runs on other seeds side by side), computing nothing")
     args = parser.parse_args()
     args.epochs = [int(v) for v in args.epochs.split(",")]
     args.seeds = [int(v) for v in args.seeds.split(",")]
@@ -140,6 +148,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="reabsnet: %(message)s", stream=sys.stderr)
     began = time.perf_counter()
+    out = Path(args.out)
+    if args.merge:
+        rows = {}
+        for path in args.merge:
+            for r in json.loads(Path(path).read_text())["rows"]:
+                rows.setdefault(r["guardian"], r)
+        order = sorted(rows, key=lambda g: (not g.startswith("shipped"), g.split(",")[-1], int(g.split()[0])
+                                            if g[0].isdigit() else 0))
+        args.seeds = sorted({int(g.rsplit(" ", 1)[1]) for g in rows if "seed" in g})
+        args.epochs = sorted({int(g.split()[0]) for g in rows if g[0].isdigit()})
+        merged = [rows[g] for g in order]
+        write_json_atomic(out.with_suffix(".json"), {"rows": merged})
+        write_bytes_atomic(out, render(merged, args, 0.0).encode())
+        return
     home = Path(args.home) if args.home else data_home() / "runs" / "mnist" / "sharpness"
     profile = get_profile("paper")
     profile = dataclasses.replace(profile, adaptive=dataclasses.replace(
@@ -151,14 +173,14 @@ def main() -> None:
     master_sha = model_sha256(master)
     master_meta = {**master_meta, "sha256": master_sha}
     rows = []
-    out = Path(args.out)
     for label, (guardian, meta) in guardians(args, splits, master, master_sha, home).items():
+        started = time.perf_counter()
         slug = "shipped" if label.startswith("shipped") else label.replace(" epochs, seed ", "ep-seed")
         defended = build_reabsnet(profile, master, guardian)
         results = adaptive_evaluation(profile, splits, defended, master_meta, {"sha256": model_sha256(guardian)},
                                       None, None, home, {}, baselines=(), sanity=False,
                                       subdir=f"adaptive/{slug}")
-        rows.append(row(label, meta, results))
+        rows.append({**row(label, meta, results), "seconds": time.perf_counter() - started})
         write_json_atomic(out.with_suffix(".json"), {"rows": rows, "args": {k: v for k, v in vars(args).items()
                                                                              if k not in ("out", "home")}})
         write_bytes_atomic(out, render(rows, args, time.perf_counter() - began).encode())
