@@ -129,6 +129,32 @@ def render(rows: list[dict], args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recheck(path: str, n: int, eps: float, steps: int, queries: int) -> dict:
+    """The reject policy of one guardian under the two detector attacks the binarization test passes with, at larger
+    budgets than the study's: joint Orthogonal PGD (`steps`) and joint Square (`queries`) on the first n test
+    images. Returns correct-or-rejected under each and under both (worst case)."""
+    from reabsnet.attacks import JointLogits, Scaled, orthogonal_pgd, square
+    from reabsnet.evaluation.stats import rate
+
+    master, meta = load_model(SHIPPED_MODELS / "mnist" / "paper" / "master.safetensors", expect="master")
+    guardian = load_model(path, expect="guardian")[0].eval()
+    x, y = data.load("mnist").split("test", n)
+    joint = JointLogits(master.eval(), guardian, 0.5).eval()
+    scaled = JointLogits(Scaled(master, 1 / float(meta["temperature"])), guardian, 0.5).eval()
+    with torch.no_grad():
+        clean_ok = joint(x).argmax(1).eq(y) | joint(x).argmax(1).eq(10)
+    held, out = clean_ok.clone(), {"clean": rate(clean_ok)}
+    for name, attack in (("orthogonal-pgd", lambda: orthogonal_pgd(scaled, x, y, eps=eps, steps=steps, reject=10)),
+                         ("square", lambda: square(joint, x, y, eps=eps, queries=queries, reject=10))):
+        began = time.perf_counter()
+        res = attack()
+        ok = clean_ok & ~res.success
+        held &= ok
+        out[name] = {**rate(ok), "seconds": time.perf_counter() - began}
+    out["worst"] = rate(held)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-images", type=int, default=20000)
@@ -139,6 +165,12 @@ def main() -> None:
     parser.add_argument("--home", help="artifact folder (default: <data home>/runs/mnist/sharpness)")
     parser.add_argument("--out", default="SHARPNESS.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--recheck", metavar="GUARDIAN", help="only the reject policy of this guardian checkpoint "
+                        "under joint Orthogonal PGD and Square at larger budgets (--recheck-eps, --recheck-steps, "
+                        "--recheck-queries), on --n images; prints JSON")
+    parser.add_argument("--recheck-eps", type=float, default=0.3)
+    parser.add_argument("--recheck-steps", type=int, default=100)
+    parser.add_argument("--recheck-queries", type=int, default=5000)
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="render --out from the rows of earlier runs' "
                         "JSON files (runs on other seeds side by side), computing nothing")
     args = parser.parse_args()
@@ -149,6 +181,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="reabsnet: %(message)s", stream=sys.stderr)
     began = time.perf_counter()
     out = Path(args.out)
+    if args.recheck:
+        print(json.dumps(recheck(args.recheck, args.n, args.recheck_eps, args.recheck_steps, args.recheck_queries)))
+        return
     if args.merge:
         rows = {}
         for path in args.merge:
