@@ -64,6 +64,7 @@ def main() -> None:
         text = ["# Binarization test of the adaptive suite's attacks (profile `paper`, the shipped networks)", "",
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
                 f"--steps {args.steps} --queries {args.queries}"
+                + ("" if args.baseline else " --no-baseline")
                 + (f" --guardian {args.guardian}" if args.guardian else "") + "`  ",
                 f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
