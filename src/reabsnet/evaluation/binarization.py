@@ -154,10 +154,14 @@ def _surface(x: torch.Tensor, k: int, radius: float, norm: str, box: Box, gen: t
 
 
 @torch.no_grad()
-def _features(features: nn.Module, points: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    flat = points.reshape(-1, *points.shape[2:])
-    out = torch.cat([features(flat[i:i + batch_size]) for i in range(0, len(flat), batch_size)])
-    return out.view(*points.shape[:2], -1)
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 1000) -> torch.Tensor:
+    """fn over x in batches of `size` (bounded memory for the tens of thousands of points), concatenated."""
+    return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+def _features(features: nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """(N, P, ...) points -> (N, P, d) features."""
+    return _batched(features, points.reshape(-1, *points.shape[2:])).view(*points.shape[:2], -1)
 
 
 def fit_readouts(feats: torch.Tensor, labels: torch.Tensor, closeness: float = 0.0, steps: int = 3000,
@@ -250,9 +254,7 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
 
     def passes(points: torch.Tensor) -> torch.Tensor:
         """(N, k, ...) -> (N, k): the guardian (inverted or not) accepts the point."""
-        flat = points.reshape(-1, *points.shape[2:])
-        with torch.no_grad():
-            p = torch.cat([accepted(flat[i:i + 1000]).softmax(1)[:, 1] for i in range(0, len(flat), 1000)])
+        p = _batched(lambda v: accepted(v).softmax(1)[:, 1], points.reshape(-1, *points.shape[2:]))
         return (p <= threshold).view(points.shape[:2])
 
     rows = torch.arange(len(x), device=x.device)
@@ -306,9 +308,7 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
         judge = head
 
     def wins(candidates: torch.Tensor) -> torch.Tensor:
-        flat = candidates.reshape(-1, *x.shape[1:])
-        with torch.no_grad():
-            won = torch.cat([judge(flat[i:i + 1000]).argmax(1) == 1 for i in range(0, len(flat), 1000)])
+        won = _batched(lambda v: judge(v).argmax(1) == 1, candidates.reshape(-1, *x.shape[1:]))
         return won.view(len(x), -1).any(1)
 
     # the existence guarantee, checked on the judge itself: some class-1 training point within eps wins
@@ -358,9 +358,7 @@ def binarization_test(setup: Setup, x: torch.Tensor, attacks: dict[str, tuple[st
         with frozen(model):
             x_adv = attack(model, x0, y0).detach().clamp(*box) if len(idx) else x0
         inside = distance(x_adv, x0, norm) <= eps * (1 + 1e-4) + 1e-6
-        with torch.no_grad():
-            label = torch.cat([setup.judge(x_adv[i:i + 1000]).argmax(1) for i in range(0, len(x_adv), 1000)]) \
-                if len(x_adv) else y0
+        label = _batched(lambda v: setup.judge(v).argmax(1), x_adv) if len(x_adv) else y0
         hit = (label == 1) & inside
         found |= hit
         out[name] = _verdict(int(hit.sum()), len(idx), view)
