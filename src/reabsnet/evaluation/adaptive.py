@@ -376,12 +376,11 @@ def binarization(cfg, defended: ReabsNet | None, master: nn.Module, madry: nn.Mo
         budget = {"eps": eps, "norm": norm, "steps": cfg.steps, "queries": cfg.queries, "box": box}
         if defended is not None:
             d = defended
-            paper = {"revise_to": d.threshold, "overshoot": 0.02, "max_iter": 50, "norm": "l2", "extra_steps": 0}
-            mine = {"revise_to": d.revise_to, "overshoot": d.overshoot, "max_iter": d.max_iter, "norm": d.norm,
-                    "extra_steps": d.extra_steps}
+            modifier = {"revise_to": d.revise_to, "overshoot": d.overshoot, "max_iter": d.max_iter, "norm": d.norm,
+                        "extra_steps": d.extra_steps}
             tests["ReabsNet"] = run_tests(d.master, xs, guardian=d.guardian, threshold=threshold,
-                                          policies=("reject", "reject-inverted", "revise"),
-                                          modifier={k: v for k, v in mine.items() if v != paper[k]}, **budget)
+                                          policies=("reject", "reject-inverted", "revise"), modifier=modifier,
+                                          **budget)
         if madry is not None and "madry" in baselines:
             tests["Madry-style baseline"] = run_tests(madry, xs, **budget)
         if defended is None:

@@ -227,7 +227,7 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
     """Build the binary task around each image of x and the binarized defense (module docstring). Settings left
     None take the policy's DEFAULTS; `gap`: inner points lie within (1 - gap) eps; `n_random`: fresh random
     surface points per image, to count the images a random search would already break. `modifier`: ReabsNet's
-    settings other than the threshold (revise_to, overshoot, max_iter, norm, extra_steps) where not the paper's.
+    settings other than the threshold (revise_to, overshoot, max_iter, norm, extra_steps; default the paper's).
 
     The reject policy's accepted boundary point: the authors draw random surface points until the detector
     accepts one; this guardian flags every dense random point at L-inf 0.3 (it was trained on perturbed digits),
@@ -301,7 +301,8 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
     else:
         views = {"pipeline": head, "joint": JointLogits(Binarized(Penultimate(master), weight, bias, x, norm),
                                                         guardian, threshold).eval()}
-        if not {"norm", "extra_steps"} & set(modifier or {}):      # unrolling replays the paper's modifier only
+        settings = modifier or {}
+        if settings.get("norm", "l2") == "l2" and not settings.get("extra_steps"):   # unrolling: the paper's step
             unrolled = ReabsNet(Penultimate(master), guardian, threshold=threshold, box=box, backward="unrolled",
                                 **(modifier or {})).eval()
             views["unrolled"] = Binarized(unrolled, weight, bias, x, norm).eval()
