@@ -37,8 +37,10 @@ BOUNDS = (0.1, 0.2, 0.3)
 
 def guardians(args, splits, master, master_sha, home: Path) -> dict[str, tuple[torch.nn.Module, dict]]:
     """The shipped guardian, then one per (epochs, seed), ordered so one seed of every sharpness comes first."""
-    shipped, shipped_meta = load_model(SHIPPED_MODELS / "mnist" / "paper" / "guardian.safetensors", expect="guardian")
-    found = {"shipped (55,000 images, 10 epochs)": (shipped.eval(), shipped_meta)}
+    found = {}
+    if not args.no_shipped:
+        shipped, meta = load_model(SHIPPED_MODELS / "mnist" / "paper" / "guardian.safetensors", expect="guardian")
+        found["shipped (55,000 images, 10 epochs)"] = (shipped.eval(), meta)
     train_adv = deepfool_split(master, master_sha, splits, "train", args.train_images, 5000, home / "guardian-data")
     val_adv = deepfool_split(master, master_sha, splits, "val", args.val_images, 5000, home / "guardian-data")
     for seed in args.seeds:
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="first N test images")
     parser.add_argument("--epochs", default="1,3,10")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--no-shipped", action="store_true", help="skip the shipped guardian (a run on further "
+                        "seeds, merged later with --merge)")
     parser.add_argument("--home", help="artifact folder (default: <data home>/runs/mnist/sharpness)")
     parser.add_argument("--out", default="SHARPNESS.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -231,7 +235,8 @@ def main() -> None:
                                       subdir=f"adaptive/{slug}")
         rows.append({**row(label, meta, results), "seconds": time.perf_counter() - started})
         write_json_atomic(out.with_suffix(".json"), {"rows": rows, "args": {k: v for k, v in vars(args).items()
-                                                                             if k not in ("out", "home")}})
+                                                                             if k not in ("out", "home",
+                                                                                          "no_shipped")}})
         write_bytes_atomic(out, render(rows, args, time.perf_counter() - began).encode())
         logging.info("%s done (%.0f s)", label, time.perf_counter() - began)
     print(json.dumps({"rows": len(rows), "seconds": round(time.perf_counter() - began)}))
