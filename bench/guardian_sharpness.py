@@ -41,6 +41,8 @@ def guardians(args, splits, master, master_sha, home: Path) -> dict[str, tuple[t
     if not args.no_shipped:
         shipped, meta = load_model(SHIPPED_MODELS / "mnist" / "paper" / "guardian.safetensors", expect="guardian")
         found["shipped (55,000 images, 10 epochs)"] = (shipped.eval(), meta)
+    if not args.seeds:
+        return found
     train_adv = deepfool_split(master, master_sha, splits, "train", args.train_images, 5000, home / "guardian-data")
     val_adv = deepfool_split(master, master_sha, splits, "val", args.val_images, 5000, home / "guardian-data")
     for seed in args.seeds:
@@ -193,7 +195,7 @@ def main() -> None:
                         "JSON files (runs on other seeds side by side), computing nothing")
     args = parser.parse_args()
     args.epochs = [int(v) for v in args.epochs.split(",")]
-    args.seeds = [int(v) for v in args.seeds.split(",")]
+    args.seeds = [int(v) for v in args.seeds.split(",") if v]     # empty: the shipped guardian alone
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="reabsnet: %(message)s", stream=sys.stderr)

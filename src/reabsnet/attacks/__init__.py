@@ -12,6 +12,7 @@ from reabsnet.attacks.deepfool import deepfool, deepfool_binary
 from reabsnet.attacks.ensemble import autoattack, robust_accuracy
 from reabsnet.attacks.fab import fab_t
 from reabsnet.attacks.fgsm import fgsm
+from reabsnet.attacks.matching import logit_matching
 from reabsnet.attacks.orthogonal import orthogonal_pgd, selective_pgd
 from reabsnet.attacks.pgd import pgd
 from reabsnet.attacks.presets import PRESETS, Preset, get_preset
@@ -43,5 +44,5 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
 
 __all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "apgd_t",
            "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fab_t",
-           "fgsm", "finish", "frozen", "get_attack", "get_preset", "margin", "orthogonal_pgd", "pgd",
+           "fgsm", "finish", "frozen", "get_attack", "get_preset", "logit_matching", "margin", "orthogonal_pgd", "pgd",
            "random_targets", "robust_accuracy", "selective_pgd", "square"]

@@ -46,7 +46,7 @@ class AttackResult:
         return AttackResult(**{k: v.cpu() for k, v in vars(self).items()})
 
 
-NOT_SETTINGS = frozenset({"model", "x", "y", "target", "box", "trace", "record"})
+NOT_SETTINGS = frozenset({"model", "x", "y", "target", "box", "trace", "record", "guides"})
 F = TypeVar("F", bound=Callable)
 
 
