@@ -123,15 +123,15 @@ def render(rows: list[dict], args, seconds: float) -> str:
                 ts = f"{f['fpr 0.01']['threshold']:.4f}, {f['fpr 0.05']['threshold']:.4f}"
         lines.append(f"| {r['guardian']} | {ts or '-'} | " + " | ".join(cells) + " |")
     lines += ["", "Attack success rate among the images the reject policy gets right clean (SR, Bryniarski et al. "
-              "2022) at threshold 0.5 / 1% / 5% FPR, and the guardian's ROC-AUC between the clean images and "
-              "each image's final adversarial example:", "",
+              "2022) at threshold 0.5 / 1% / 5% / 50% clean FPR (-: not measured for that guardian), and the "
+              "guardian's ROC-AUC between the clean images and each image's final adversarial example:", "",
               "| guardian | " + " | ".join(f"L-inf {e:g}: SR | L-inf {e:g}: AUC" for e in BOUNDS) + " |",
               "|---|" + "---|---|" * len(BOUNDS)]
     for r in rows:
         cells = []
         for e in BOUNDS:
             f = (r["bounds"].get(f"linf {e:g}") or {}).get("fixed_fpr") or {}
-            sr = [f.get(k, {}).get("attack_success") for k in ("0.5", "fpr 0.01", "fpr 0.05")]
+            sr = [f.get(k, {}).get("attack_success") for k in ("0.5", "fpr 0.01", "fpr 0.05", "fpr 0.5")]
             cells.append(" / ".join(f"{v['rate']:.2f}" if v else "-" for v in sr) if f else "-")
             auc = f.get("roc_auc_final_examples")
             cells.append(f"{auc:.3f}" if auc is not None else "-")

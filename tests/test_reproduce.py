@@ -113,7 +113,7 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
             "joint-apgd-t", "joint-selective-pgd", "joint-orthogonal-pgd", "bpda-orthogonal-pgd",
             "unrolled-orthogonal-pgd", "joint-square", "pipeline-square", "master-apgd-t", "master-fab-t",
             "master-square", "madry-apgd-t", "madry-fab-t", "madry-square",
-            *(f"joint-fpr{f}-{attack}" for f in ("0.01", "0.05") for attack in ("apgd", "orthogonal-pgd"))}
+            *(f"joint-fpr{f}-{attack}" for f in ("0.01", "0.05", "0.5") for attack in ("apgd", "orthogonal-pgd"))}
         assert all(sum(v["broke"].values()) <= len(v["broke"]) * v["attacked"] for v in survivors)
         assert b["madry_autoattack"]["k"] >= b["madry"]["k"] and b["selective"]["k"] >= b["reabsnet"]["k"]
         assert set(b["square_beyond_gradient"]) == {"reabsnet", "selective", "master", "madry"}
@@ -121,6 +121,8 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
         f = b["fixed_fpr"]
         assert f["fpr 0.05"]["threshold"] <= f["fpr 0.01"]["threshold"]
         assert f["fpr 0.05"]["clean_rejected"]["k"] >= f["fpr 0.01"]["clean_rejected"]["k"]
+        assert f["fpr 0.5"]["threshold"] <= f["fpr 0.05"]["threshold"]
+        assert f["fpr 0.5"]["clean_rejected"]["k"] >= f["fpr 0.05"]["clean_rejected"]["k"]
         assert all(v["robust_rejection_is_error"]["k"] <= v["correct_or_rejected"]["k"] for k, v in f.items()
                    if k != "roc_auc_final_examples")
     assert a["calibration"]["val_images"] == 5000

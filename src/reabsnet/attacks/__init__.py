@@ -7,7 +7,16 @@ from collections.abc import Callable
 
 from reabsnet.attacks.adaptive import JointLogits, Scaled, apgd, apgd_t
 from reabsnet.attacks.carlini_wagner import carlini_wagner_l2, carlini_wagner_linf
-from reabsnet.attacks.common import BOX, AttackResult, finish, frozen, margin, random_targets
+from reabsnet.attacks.common import (
+    BOX,
+    AttackResult,
+    LowPrecision,
+    finish,
+    frozen,
+    full_precision,
+    margin,
+    random_targets,
+)
 from reabsnet.attacks.deepfool import deepfool, deepfool_binary
 from reabsnet.attacks.ensemble import autoattack, robust_accuracy
 from reabsnet.attacks.fab import fab_t
@@ -42,7 +51,7 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
         raise ReabsnetError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
 
 
-__all__ = ["ATTACKS", "BOX", "PRESETS", "AttackResult", "JointLogits", "Preset", "Scaled", "apgd", "apgd_t",
-           "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary", "fab_t",
-           "fgsm", "finish", "frozen", "get_attack", "get_preset", "logit_matching", "margin", "orthogonal_pgd", "pgd",
-           "random_targets", "robust_accuracy", "selective_pgd", "square"]
+__all__ = ["ATTACKS", "AttackResult", "BOX", "JointLogits", "LowPrecision", "PRESETS", "Preset", "Scaled", "apgd",
+           "apgd_t", "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary",
+           "fab_t", "fgsm", "finish", "frozen", "full_precision", "get_attack", "get_preset", "logit_matching",
+           "margin", "orthogonal_pgd", "pgd", "random_targets", "robust_accuracy", "selective_pgd", "square"]

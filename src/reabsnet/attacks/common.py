@@ -68,6 +68,38 @@ def validated(attack: F) -> F:
     return run  # type: ignore[return-value]
 
 
+class LowPrecision(nn.Module):
+    """`model` with its forward passes run under autocast in `dtype` (bfloat16: CPUs with the AVX-512 BF16
+    instructions, CUDA GPUs), logits returned in float32: cheaper search passes for an attack. Nothing is judged in
+    low precision: `finish` classifies the final batch with `full`, and the attacks that set an example aside at
+    its first success (APGD, APGD-T, Square) confirm that success with `full` first (`confirmed`)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.full, self.dtype = model, dtype
+        self.train(model.training)      # a new module is in training mode: `frozen` would restore that to `model`
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.full(x).float()
+
+
+def full_precision(model: nn.Module) -> nn.Module:
+    """The network that judges: `model` itself, or the full-precision network inside a `LowPrecision`."""
+    return model.full if isinstance(model, LowPrecision) else model
+
+
+@torch.no_grad()
+def confirmed(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, claimed: torch.Tensor) -> torch.Tensor:
+    """`logits` with the rows `claimed` (those a low-precision pass scored a success) scored again by the
+    full-precision network; unchanged for a full-precision `model`. One extra forward pass on those rows only."""
+    if not isinstance(model, LowPrecision) or not bool(claimed.any()):
+        return logits
+    out = logits.detach().clone()
+    out[claimed] = model.full(x[claimed].detach()).to(out.dtype)
+    return out
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Evaluate `model` with its parameters frozen (no weight gradients are computed, which roughly halves each
@@ -119,9 +151,11 @@ def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
 def finish(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
            iterations: torch.Tensor, box: Box = BOX, batch_size: int = 2000,
            reject: int | None = None) -> AttackResult:
-    """Clip `x_adv` to the box, classify it, and measure distances: the one judge of every attack. `reject`: a
-    class that is never a success (JointLogits' "rejected")."""
+    """Clip `x_adv` to the box, classify it, and measure distances: the one judge of every attack, in full
+    precision (a `LowPrecision` model's `full`). `reject`: a class that is never a success (JointLogits'
+    "rejected")."""
     x_adv = x_adv.detach().clamp(*box)
+    model = full_precision(model)
     label = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x_adv), batch_size)]) \
         if len(x_adv) else y.clone()
     l2, linf = norms(x_adv - x)

@@ -20,7 +20,17 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks.adaptive import top_targets
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, validated
+from reabsnet.attacks.common import (
+    BOX,
+    AttackResult,
+    Box,
+    check_inputs,
+    confirmed,
+    finish,
+    frozen,
+    is_adversarial,
+    validated,
+)
 from reabsnet.checks import SettingError
 
 
@@ -106,9 +116,10 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
                     n_k, n_0 = _norm(d_k, norm).clamp_min(1e-8), _norm(d_0, norm).clamp_min(1e-8)
                     alpha = (n_k / (n_k + n_0)).clamp(0, alpha_max).view(view)
                     xk = ((1 - alpha) * (xk + eta * d_k) + alpha * (x0 + eta * d_0)).clamp(*box)
-                    label = model(xk).argmax(1)
+                    z = model(xk)
                     iterations[idx] += 1
-                    fooled = is_adversarial(label, ys, None, reject)
+                    fooled = is_adversarial(z.argmax(1), ys, None, reject)
+                    fooled = is_adversarial(confirmed(model, xk, z, fooled).argmax(1), ys, None, reject)
                     dist = _norm(xk - x0, norm)
                     better = fooled & (dist < best_norm[idx])
                     best[idx[better]] = xk[better]

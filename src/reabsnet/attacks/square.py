@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks.adaptive import _correct_mask
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, margin, validated
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, confirmed, finish, margin, validated
 from reabsnet.checks import SettingError
 
 # (fraction of the query budget, by 10,000) after which p is halved again: the paper's schedule
@@ -84,7 +84,10 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
 
     @torch.no_grad()
     def score(xa: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return outcome_margin(model(xa), y[idx], None if target is None else target[idx], reject)
+        ys, ts = y[idx], None if target is None else target[idx]
+        logits = model(xa)
+        won = outcome_margin(logits, ys, ts, reject) <= 0
+        return outcome_margin(confirmed(model, xa, logits, won), ys, ts, reject)
 
     def sign(shape) -> torch.Tensor:
         return torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.artifacts import stage_key
-from reabsnet.attacks import JointLogits, Scaled, apgd
+from reabsnet.attacks import JointLogits, LowPrecision, Scaled, apgd, full_precision
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.binarization import run_tests, well_apart
@@ -84,6 +84,7 @@ SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "selective
 DETECTOR_ATTACKS = ("selective-pgd", "orthogonal-pgd")
 PIPELINE_VIEWS = ("pipeline", "bpda", "unrolled")     # attacks whose classifier is the pipeline: revise policy only
 BASELINE_SURVIVORS = ("apgd-t", "fab-t", "square")   # the standard ensemble after APGD-CE, in auto-attack's order
+PRECISIONS = {"bf16": torch.bfloat16}   # adaptive.precision -> the search passes' autocast dtype
 TUNED_STEPS = 5          # the tuned attack's steps, times the profile's APGD steps
 TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
 
@@ -167,6 +168,12 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
     for who in ("master", "madry"):
         for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either
             attacked[(who, attack)] = attacked[(who, "dlr")]
+    if cfg.precision != "fp32" and madry is not None:
+        # cheaper search passes where they were measured to find as much; FAB-T's boundary steps were not
+        for key in (("madry", "ce"), ("madry", "dlr"), ("madry", "apgd-t"), ("madry", "square")):
+            net, meta = attacked[key]
+            attacked[key] = (LowPrecision(net, PRECISIONS[cfg.precision]), digest(meta, extra=("precision",
+                                                                                            cfg.precision)))
 
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
         model, meta = attacked[(who, loss)]
@@ -311,7 +318,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             if who not in baselines:
                 continue
             fooled = {}
-            model = attacked[(who, "dlr")][0]
+            model = full_precision(attacked[(who, "dlr")][0])      # the judge runs in float32
             # nested: APGD-CE where the standard ensemble held at the smaller bound, APGD-DLR where the worst case did
             before = prior["baselines"][who] if prior else None
             for loss in ("ce", "dlr"):
@@ -389,11 +396,13 @@ def binarization(cfg, defended: ReabsNet | None, master: nn.Module, madry: nn.Mo
     return out
 
 
-FPRS = (0.01, 0.05)      # clean false-positive rates the guardian's threshold is calibrated to, beside 0.5
+# clean false-positive rates the guardian's threshold is calibrated to, beside 0.5: Tramer 2022's 1% and 5%, and
+# Bryniarski et al. 2022's SR@5 and SR@50
+FPRS = (0.01, 0.05, 0.5)
 
 
 def calibrate(guardian: nn.Module, splits: Splits) -> dict | None:
-    """The guardian's thresholds on P(adversarial) that flag 1% and 5% of the natural validation images (the
+    """The guardian's thresholds on P(adversarial) that flag 1%, 5% and 50% of the natural validation images (the
     validation split; None where there is none), beside the paper's 0.5 and the share of them it flags."""
     x_val, _ = splits.split("val")
     if not len(x_val):
@@ -406,7 +415,8 @@ def calibrate(guardian: nn.Module, splits: Splits) -> dict | None:
 
 def at_thresholds(calibration: dict | None, p_clean: torch.Tensor, clean_correct: torch.Tensor, y: torch.Tensor,
                   seen: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """The reject policy at each threshold t (0.5, and the calibrated 1% and 5% false-positive ones): flagged when
+    """The reject policy at each threshold t (0.5, and the calibrated 1%, 5% and 50% false-positive
+    ones): flagged when
     P(adversarial) > t, rejected then, else the master's label. Per threshold: the clean images rejected; robust
     accuracy as correct-or-rejected; robust accuracy counting a rejected clean input as an error (Tramer 2022:
     right on the clean input, and correct or rejected under every attack); the attack success rate on the images

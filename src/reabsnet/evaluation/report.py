@@ -376,7 +376,8 @@ def adaptive_section(a: dict) -> list[str]:
 
 
 def _fixed_fpr(a: dict) -> list[str]:
-    """The reject policy at the paper's threshold and at thresholds calibrated to 1% and 5% clean false positives."""
+    """The reject policy at the paper's threshold and at thresholds calibrated to 1%, 5% and 50% clean false
+    positives."""
     rows = [(name, b["fixed_fpr"]) for name, b in _in_order(a["bounds"]) if b.get("fixed_fpr")]
     if not rows:
         return []
