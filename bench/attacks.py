@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet import data
-from reabsnet.attacks import ATTACKS, finish, get_preset
+from reabsnet.attacks import ATTACKS, LowPrecision, finish, get_preset
 from reabsnet.attacks.settings import attack_settings
 from reabsnet.models import load_model, place, registry
 
@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--attacks", default="fgsm,pgd,deepfool,cw-l2,cw-linf",
                         help="comma-separated; also apgd, apgd-t, fab-t, square, autoattack")
     parser.add_argument("--libraries", default="reabsnet,foolbox,ART,torchattacks")
+    parser.add_argument("--bf16", action="store_true", help="add the row of our attack searching in bfloat16 "
+                        "(LowPrecision: autocast passes, every success confirmed and judged in float32)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -192,6 +194,9 @@ def main() -> None:
         x, y = x_all[:n].to(device), y_all[:n].to(device)
         runs = {"reabsnet": lambda x, y, name=name: ATTACKS[name](model, x, y, **get_preset(name, args.preset)
                                                                   .settings).x_adv}
+        if args.bf16:
+            runs["reabsnet, bf16 search"] = lambda x, y, name=name: ATTACKS[name](
+                LowPrecision(model), x, y, **get_preset(name, args.preset).settings).x_adv
         if device.type == "cpu":     # the CPU chunking's share (GPUs always take the whole batch)
             runs["reabsnet, whole batch"] = lambda x, y, ours=runs["reabsnet"]: _whole_batch(ours, x, y)
         runs.update(table.get(name, {}))
@@ -217,11 +222,11 @@ def main() -> None:
         peer_rows = {k: v for k, v in rows.items() if not k.startswith("reabsnet")}
         fastest = max((v[0] for v in peer_rows.values()), default=None)
         # peers at least as strong as ours: success within 1 point and median L2 at most 5% above ours
-        ours = rows.get("reabsnet")
-        strong = [v[0] for v in peer_rows.values() if ours and v[1] >= ours[1] - 0.01 and _le(v[2], ours[2])]
         for lib, (speed, rate, l2, linf) in rows.items():
             up = ""
-            if lib == "reabsnet" and fastest:
+            ours = rows[lib]
+            strong = [v[0] for v in peer_rows.values() if v[1] >= ours[1] - 0.01 and _le(v[2], ours[2])]
+            if lib in ("reabsnet", "reabsnet, bf16 search") and fastest:
                 up = f"{speed / fastest:.1f}x all; " + (f"{speed / max(strong):.1f}x as strong" if strong else
                                                         "no peer as strong")
             print(f"| {name} | {lib} | {n} | {speed:.1f} | {rate:.1%} | {l2} | {linf} | {up} |", flush=True)

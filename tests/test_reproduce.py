@@ -111,8 +111,8 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
         ran = {k.split("-linf")[0].split("-l2")[0] for k, v in b["per_attack"].items() if "attacked" in v}
         assert ran == {
             "joint-apgd-t", "joint-selective-pgd", "joint-orthogonal-pgd", "bpda-orthogonal-pgd",
-            "unrolled-orthogonal-pgd", "joint-square", "pipeline-square", "master-apgd-t", "master-fab-t",
-            "master-square", "madry-apgd-t", "madry-fab-t", "madry-square",
+            "unrolled-orthogonal-pgd", "joint-logit-matching", "joint-square", "pipeline-square", "master-apgd-t",
+            "master-fab-t", "master-square", "madry-apgd-t", "madry-fab-t", "madry-square",
             *(f"joint-fpr{f}-{attack}" for f in ("0.01", "0.05", "0.5") for attack in ("apgd", "orthogonal-pgd"))}
         assert all(sum(v["broke"].values()) <= len(v["broke"]) * v["attacked"] for v in survivors)
         assert b["madry_autoattack"]["k"] >= b["madry"]["k"] and b["selective"]["k"] >= b["reabsnet"]["k"]

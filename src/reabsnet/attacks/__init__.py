@@ -41,6 +41,7 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
     "cw-linf": carlini_wagner_linf,
     "orthogonal-pgd": orthogonal_pgd,
     "selective-pgd": selective_pgd,
+    "logit-matching": logit_matching,
 }
 
 

@@ -43,17 +43,21 @@ def _guide_order(model: JointLogits, x: torch.Tensor, y: torch.Tensor, target: t
 
 
 @validated
-def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides: torch.Tensor,
+def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides: torch.Tensor | None = None,
                    target: torch.Tensor | None = None, eps: float = 0.3, norm: str = "linf", steps: int = 100,
                    step_fraction: float = 0.25, candidates: int = 3, reject: int | None = None,
                    box: Box = BOX) -> AttackResult:
     """Logit matching on `model`, a `JointLogits(classifier, detector, threshold, scale)`, toward natural images
-    drawn from `guides` (inputs in the box, e.g. validation images). Success is judged by `finish` on `model`, with
-    `reject` its "rejected" class (index = the classifier's number of classes)."""
+    drawn from `guides` (inputs in the box, e.g. validation images; default: the model's `guides` attribute, which
+    the adaptive suite sets). Success is judged by `finish` on `model`, with `reject` its "rejected" class (index =
+    the classifier's number of classes)."""
     if not isinstance(model, JointLogits):
         raise ValueError("logit_matching attacks a JointLogits(classifier, detector, threshold): it matches both "
                          "networks' outputs")
     check_inputs(x, y, target, box)
+    guides = guides if guides is not None else getattr(model, "guides", None)
+    if guides is None:
+        raise ValueError("logit_matching needs natural images to match: pass guides=, or set the model's `guides`")
     if guides.dim() != x.dim() or guides.shape[1:] != x.shape[1:] or not len(guides):
         raise ValueError(f"guides {tuple(guides.shape)} must be a non-empty batch of inputs shaped like "
                          f"{tuple(x.shape[1:])}")

@@ -41,6 +41,8 @@ _PRESETS = [
            "start"),
     Preset("orthogonal-pgd", "paper", {}, "Bryniarski et al. 2022: 100 steps of eps / 8, logit margin 0.05, no random "
            "start"),
+    Preset("logit-matching", "paper", {}, "Tramer et al. 2020: 100 steps from eps / 4 decaying linearly, the 3 "
+           "nearest natural guides of another class in turn"),
     Preset("deepfool", "paper", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("deepfool", "quick", {}, "overshoot 0.02, 50 iterations, 10 candidate classes"),
     Preset("cw-l2", "paper", {}),

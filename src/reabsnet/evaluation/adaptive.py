@@ -65,22 +65,26 @@ def survivor_spec(prefix: str, attack: str, norm: str, eps: float, cfg, reject: 
     budget = {"apgd-t": {"steps": cfg.steps, "targets": cfg.targets}, "square": {"queries": queries},
               "fab-t": {"steps": cfg.steps, "targets": cfg.targets},
               "apgd": {"loss": "dlr", "steps": TUNED_STEPS * cfg.steps, "restarts": 1},
-              "selective-pgd": {"steps": cfg.steps}, "orthogonal-pgd": {"steps": cfg.steps}}[attack]
+              "selective-pgd": {"steps": cfg.steps}, "orthogonal-pgd": {"steps": cfg.steps},
+              "logit-matching": {"steps": cfg.steps}}[attack]
     settings = {"eps": eps, "norm": norm, **budget}
     if reject is not None:
         settings["reject"] = reject
     title = {"apgd-t": "APGD-T", "square": "Square", "fab-t": "FAB-T", "apgd": f"APGD-DLR x{TUNED_STEPS} steps",
-             "selective-pgd": "Selective PGD", "orthogonal-pgd": "Orthogonal PGD"}[attack]
+             "selective-pgd": "Selective PGD", "orthogonal-pgd": "Orthogonal PGD",
+             "logit-matching": "logit matching"}[attack]
     return AttackSpec(f"{prefix}-{attack}-{norm}-{eps_name(eps)}", f"{prefix} {title} {norm} {eps:g}", attack, False,
                       settings)
 
 
 # the survivor attacks in their order; the tuned one (against a hardened guardian) only where asked for. Selective
 # and Orthogonal PGD (Bryniarski et al. 2022) take the master (joint) or the pipeline through the modifier (bpda,
-# unrolled) as the classifier and the guardian as the detector, before Square
+# unrolled) as the classifier and the guardian as the detector; logit matching (Tramer et al. 2020) makes both
+# networks' outputs those of a natural image of another class; then Square
 SURVIVOR_ATTACKS = (("joint", "apgd-t"), ("tuned", "apgd"), ("joint", "selective-pgd"), ("joint", "orthogonal-pgd"),
-                    ("bpda", "orthogonal-pgd"), ("unrolled", "orthogonal-pgd"), ("joint", "square"),
-                    ("pipeline", "square"))
+                    ("bpda", "orthogonal-pgd"), ("unrolled", "orthogonal-pgd"), ("joint", "logit-matching"),
+                    ("joint", "square"), ("pipeline", "square"))
+GUIDES = 1000            # logit matching's natural images: the first validation images
 DETECTOR_ATTACKS = ("selective-pgd", "orthogonal-pgd")
 PIPELINE_VIEWS = ("pipeline", "bpda", "unrolled")     # attacks whose classifier is the pipeline: revise policy only
 BASELINE_SURVIVORS = ("apgd-t", "fab-t", "square")   # the standard ensemble after APGD-CE, in auto-attack's order
@@ -92,6 +96,17 @@ TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odd
 def threats(cfg) -> list[tuple[str, float]]:
     """The (norm, eps) pairs the adaptive evaluation attacks: `cfg` is the profile's AdaptiveConfig."""
     return [("linf", e) for e in bound_list(cfg.linf_bounds)] + [("l2", e) for e in bound_list(cfg.l2_bounds)]
+
+
+def guided(defended: ReabsNet, unscale: float, splits: Splits, meta: dict) -> tuple[nn.Module, dict] | None:
+    """The joint logits (master logits / T) that logit matching attacks, carrying its natural images to match: the
+    first GUIDES validation images (None, and no such attack, where there is no validation split)."""
+    guides, _ = splits.split("val", GUIDES)
+    if not len(guides):
+        return None
+    joint = JointLogits(defended.master, defended.guardian, defended.threshold, unscale).eval()
+    joint.guides = guides
+    return joint, digest(meta, extra=("guides", len(guides)))
 
 
 def digest(*metas: dict, extra=()) -> dict:
@@ -164,6 +179,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
                 JointLogits(_variant(defended, backward="unrolled"), defended.guardian, defended.threshold,
                             unscale).eval(), digest(pipeline_meta, extra=("two-objectives", "unrolled", unscale)))
             if not departures else None,
+            ("joint", "logit-matching"): guided(defended, unscale, splits, joints["ce"][1]),
         }
     for who in ("master", "madry"):
         for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either

@@ -308,7 +308,10 @@ def adaptive_section(a: dict) -> list[str]:
              "modifier's DeepFool steps unrolled (exact gradients), and under L2 also joint CW-L2 targeted, cut at the "
              f"bound (on the first {a.get('n_cw', a['n'])} images only: it is the slowest). Then, as in the "
              "AutoAttack protocol, each only on the images every earlier attack left standing: joint APGD-T "
-             "(targeted DLR toward the top other classes), Square on the joint score (gradient-free; the attacker "
+             "(targeted DLR toward the top other classes), Selective and Orthogonal PGD (Bryniarski et al. 2022: "
+             "the master's loss and the guardian's score as two constraints; joint, BPDA and unrolled), logit "
+             "matching (Tramer et al. 2020: both networks' outputs made those of the nearest natural validation "
+             "image of another class), Square on the joint score (gradient-free; the attacker "
              "wins when the label is wrong and the guardian does not flag) and Square on the pipeline's output (the "
              "modifier included). The master alone and the Madry-style baseline face AutoAttack's standard ensemble "
              "(APGD-CE, then APGD-T, FAB-T and Square on its survivors) and APGD-DLR. "
@@ -328,7 +331,7 @@ def adaptive_section(a: dict) -> list[str]:
                   "smaller bound left standing (an example within the smaller ball lies within the larger one, so an "
                   "image broken there stays broken); its rows below count the images each attack ran on."]
     lines += ["", "Per attack (accuracy of the network it targets; for the pipeline's attacks also the fraction the "
-              "guardian flags). The survivor attacks (APGD-T, Square) ran only on the images still standing; "
+              "guardian flags). The survivor attacks (APGD-T onwards) ran only on the images still standing; "
               "their row counts those and how many each broke (for the pipeline: under revision / under the reject "
               "policy):", "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|"]
     for name, b in _in_order(a["bounds"]):
