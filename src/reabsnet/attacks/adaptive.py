@@ -21,17 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.common import (
-    BOX,
-    AttackResult,
-    Box,
-    check_inputs,
-    confirmed,
-    finish,
-    frozen,
-    is_adversarial,
-    validated,
-)
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, confirmed_fooled, finish, frozen, validated
 from reabsnet.attacks.pgd import _direction, _project, _random_start
 from reabsnet.checks import SettingError, check_setting
 
@@ -215,8 +205,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
         logits = model(xa)
         value = outcome_loss(logits, ys, loss, reject, gs)
         (grad,) = torch.autograd.grad(value.sum(), xa)
-        fooled = is_adversarial(logits.argmax(1), ys, None, reject)
-        fooled = is_adversarial(confirmed(model, xa, logits, fooled).argmax(1), ys, None, reject)
+        fooled = confirmed_fooled(model, xa, logits, ys, reject)
         return value.detach(), grad.detach(), fooled
 
     for restart in range(max(1, restarts)):

@@ -100,6 +100,14 @@ def confirmed(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, claimed: 
     return out
 
 
+def confirmed_fooled(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
+                     reject: int | None) -> torch.Tensor:
+    """Per example: the label of `logits` is neither y nor `reject`, a success a low-precision pass claims
+    confirmed in full precision (`confirmed`). What an untargeted attack sets an example aside on."""
+    claimed = is_adversarial(logits.argmax(1), y, None, reject)
+    return is_adversarial(confirmed(model, x, logits, claimed).argmax(1), y, None, reject)
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Evaluate `model` with its parameters frozen (no weight gradients are computed, which roughly halves each

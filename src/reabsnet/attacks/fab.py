@@ -25,7 +25,7 @@ from reabsnet.attacks.common import (
     AttackResult,
     Box,
     check_inputs,
-    confirmed,
+    confirmed_fooled,
     finish,
     frozen,
     is_adversarial,
@@ -118,8 +118,7 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.T
                     xk = ((1 - alpha) * (xk + eta * d_k) + alpha * (x0 + eta * d_0)).clamp(*box)
                     z = model(xk)
                     iterations[idx] += 1
-                    fooled = is_adversarial(z.argmax(1), ys, None, reject)
-                    fooled = is_adversarial(confirmed(model, xk, z, fooled).argmax(1), ys, None, reject)
+                    fooled = confirmed_fooled(model, xk, z, ys, reject)
                     dist = _norm(xk - x0, norm)
                     better = fooled & (dist < best_norm[idx])
                     best[idx[better]] = xk[better]
