@@ -57,12 +57,17 @@ class JointLogits(nn.Module):
         self.master_scale = master_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.master(x) * self.master_scale
-        return torch.cat([z, (z.amax(dim=1) + self.detector_score(x))[:, None]], dim=1)
+        return self.combine(self.master(x) * self.master_scale, self.guardian(x))
+
+    def combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The joint logits from the master's logits (already times master_scale) and the guardian's two."""
+        return torch.cat([z, (z.amax(dim=1) + self._score(g))[:, None]], dim=1)
 
     def detector_score(self, x: torch.Tensor) -> torch.Tensor:
         """The guardian's log-odds of "adversarial" less the threshold's: positive exactly when it flags x."""
-        g = self.guardian(x)
+        return self._score(self.guardian(x))
+
+    def _score(self, g: torch.Tensor) -> torch.Tensor:
         return g[:, ADVERSARIAL] - g[:, NATURAL] - self.bias
 
 

@@ -78,10 +78,8 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
                 xa = cur.detach().requires_grad_(True)
                 out = _outputs(model, xa)
                 with torch.no_grad():
-                    joint = torch.cat([out[:, :-2], (out[:, :-2].amax(1) + out[:, -1] - out[:, -2]
-                                                     - model.bias)[:, None]], dim=1)
-                    hit = is_adversarial(joint.argmax(1), y[idx], target[idx] if target is not None else None,
-                                         reject)
+                    ts = target[idx] if target is not None else None
+                    hit = is_adversarial(model.combine(out[:, :-2], out[:, -2:]).argmax(1), y[idx], ts, reject)
                     best[idx[hit]] = cur[hit]
                     found[idx[hit]] = True
                     iterations[idx] += int(k > 0)
