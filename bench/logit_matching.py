@@ -135,7 +135,8 @@ def main() -> None:
                     "new_policy": int((s_policy & ~policy).sum()), "new_reabsnet": int((s_ours & ~ours).sum()),
                     "suite_sets": names}
         rows.append(row)
-        write_json_atomic(Path(args.out).with_suffix(".json"), {"rows": rows, "args": vars(args) | {"out": None}})
+        write_json_atomic(Path(args.out).with_suffix(".json"), {"rows": rows, "args": vars(args) | {
+            "out": None, "suite": Path(args.suite).name if args.suite else None}})
         write_bytes_atomic(Path(args.out), render(rows, args, time.perf_counter() - began).encode())
         print(json.dumps({k: v for k, v in row.items() if k != "suite_sets"}), flush=True)
 
