@@ -57,7 +57,11 @@ class JointLogits(nn.Module):
         self.master_scale = master_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.combine(self.master(x) * self.master_scale, self.guardian(x))
+        return self.combine(*self.outputs(x))
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The master's logits times master_scale, and the guardian's two logits."""
+        return self.master(x) * self.master_scale, self.guardian(x)
 
     def combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The joint logits from the master's logits (already times master_scale) and the guardian's two."""

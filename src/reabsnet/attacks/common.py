@@ -72,7 +72,7 @@ class LowPrecision(nn.Module):
     """`model` with its forward passes run under autocast in `dtype` (bfloat16: CPUs with the AVX-512 BF16
     instructions, CUDA GPUs), logits returned in float32: cheaper search passes for an attack. Nothing is judged in
     low precision: `finish` classifies the final batch with `full`, and the attacks that set an example aside at
-    its first success (APGD, APGD-T, Square) confirm that success with `full` first (`confirmed`)."""
+    its first success (APGD, APGD-T, Square, FAB-T) confirm that success with `full` first (`confirmed`)."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
         super().__init__()

@@ -24,7 +24,7 @@ from reabsnet.attacks.pgd import _direction, _project
 
 def _outputs(model: JointLogits, x: torch.Tensor) -> torch.Tensor:
     """What the attack matches: the classifier's scaled logits beside the detector's two logits."""
-    return torch.cat([model.master(x) * model.master_scale, model.guardian(x)], dim=1)
+    return torch.cat(model.outputs(x), dim=1)
 
 
 @torch.no_grad()
@@ -62,8 +62,9 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
         raise ValueError(f"guides {tuple(guides.shape)} must be a non-empty batch of inputs shaped like "
                          f"{tuple(x.shape[1:])}")
     view = (-1, *[1] * (x.dim() - 1))
+    guides = guides.to(x.device)
     with frozen(model):
-        order = _guide_order(model, x, y, target, guides.to(x.device), reject, candidates)
+        order = _guide_order(model, x, y, target, guides, reject, candidates)
         best = x.clone().detach()
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -72,7 +73,7 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
             if len(idx) == 0:
                 continue
             with torch.no_grad():
-                goal = _outputs(model, guides.to(x.device)[order[idx, c]])
+                goal = _outputs(model, guides[order[idx, c]])
             cur = x[idx].clone()
             for k in range(steps + 1):
                 xa = cur.detach().requires_grad_(True)
