@@ -84,7 +84,7 @@ def _linear_guardian(w: torch.Tensor, b: float) -> torch.nn.Module:
     return Guardian().eval()
 
 
-def test_unrolled_revision_replays_revise_and_differentiates_it_exactly():
+def test_unrolled_revision_takes_revises_step_and_differentiates_it_exactly():
     """For a linear guardian one DeepFool step lands (1 + overshoot) times the distance on the far side of the
     hyperplane: w.x_rev = w.x - (1 + overshoot)(w.x + b + 1e-4), so d(w.x_rev)/dx = -overshoot * w, where the
     identity (BPDA) backward would give w."""
@@ -97,9 +97,10 @@ def test_unrolled_revision_replays_revise_and_differentiates_it_exactly():
     rev = revise(guardian, x, overshoot=0.02)
     assert (rev.iterations == 1).all() and rev.natural.all()
     xg = x.clone().requires_grad_(True)
-    replay = unrolled_revision(guardian, xg, rev.iterations, overshoot=0.02)
-    assert torch.allclose(replay.detach(), rev.x, atol=1e-6)
-    (grad,) = torch.autograd.grad((replay.flatten(1) @ w.flatten()).sum(), xg)
+    unrolled = unrolled_revision(guardian, xg, overshoot=0.02)
+    assert torch.equal(unrolled.iterations, rev.iterations) and unrolled.natural.all()
+    assert torch.allclose(unrolled.x.detach(), rev.x, atol=1e-6)
+    (grad,) = torch.autograd.grad((unrolled.x.flatten(1) @ w.flatten()).sum(), xg)
     assert torch.allclose(grad, (-0.02 * w).expand_as(grad), atol=1e-5)
     # and through ReabsNet: the same gradient reaches the input, the forward value unchanged
     master = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
@@ -113,6 +114,23 @@ def test_unrolled_revision_replays_revise_and_differentiates_it_exactly():
         (grad,) = torch.autograd.grad(out.sum(), xg)
         assert torch.allclose(grad, expected.expand_as(grad), atol=1e-5)
         assert torch.allclose(out.detach(), master(rev.x), atol=1e-5)
+
+
+def test_unrolled_revision_takes_revises_steps_on_a_real_guardian(guardian, inputs):
+    """On a trained guardian, where examples need different numbers of steps (and some run out of them), the one-pass
+    unrolled revision takes revise's steps to the bit: the same iterations, the same revised inputs, the same
+    verdict; and ReabsNet's unrolled forward equals its identity one."""
+    from reabsnet.defense.modifier import unrolled_revision
+
+    x = inputs[32:]
+    rev = revise(guardian, x, max_iter=3)
+    assert len(set(rev.iterations.tolist())) > 1           # steps of several lengths, so the batch shrinks
+    unrolled = unrolled_revision(guardian, x.clone().requires_grad_(True), max_iter=3)
+    assert torch.equal(unrolled.iterations, rev.iterations) and torch.equal(unrolled.natural, rev.natural)
+    assert torch.equal(unrolled.x.detach(), rev.x)
+    net, exact = (ReabsNet(guardian, guardian, backward=b, max_iter=3).eval() for b in ("identity", "unrolled"))
+    xg = x.clone().requires_grad_(True)
+    assert torch.equal(exact(xg).detach(), net(x))
 
 
 def test_linf_revision_is_the_smallest_linf_move_to_a_linear_boundary():
@@ -147,7 +165,7 @@ def test_extra_steps_go_deeper_into_the_natural_side_by_the_mean_step():
         torch.testing.assert_close(rev.l2, (1 + k) * base.l2, rtol=1e-4, atol=1e-6)
         margin = lambda v: -(v.flatten(1) @ w.flatten() + 0.3)   # noqa: E731  (> 0: natural side)
         assert (margin(rev.x) > margin(base.x)).all()
-    # unrolled gradients replay the paper's modifier only
+    # unrolled gradients differentiate the paper's modifier only
     with pytest.raises(ValueError, match="unrolled"):
         ReabsNet(guardian, guardian, backward="unrolled", extra_steps=1)
     with pytest.raises(ValueError, match="extra_steps"):

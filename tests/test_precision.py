@@ -60,3 +60,86 @@ def test_frozen_leaves_the_wrapped_network_in_its_mode():
     with frozen(LowPrecision(net)):
         pass
     assert not net.training
+
+
+def test_auto_precision_is_bfloat16_only_where_it_was_timed_faster(monkeypatch):
+    """adaptive.precision "auto": bfloat16 search passes on a CPU with native bfloat16 instructions where the timed
+    pass is at least BF16_MIN_SPEEDUP faster; float32 where it is not (the Intel CPU: 0.8x), on a CPU without the
+    instructions (autocast would emulate them; not even timed) and on a GPU (not measured there); the explicit
+    settings as they are."""
+    from reabsnet.runtime import BF16_MIN_SPEEDUP, search_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    timed = []
+
+    def speedup(value):
+        return lambda: timed.append(value) or value
+
+    for avx512_bf16, amx, ratio, expected in ((True, False, 1.8, "bf16"), (False, True, 1.8, "bf16"),
+                                              (True, False, 0.8, "fp32"), (True, True, BF16_MIN_SPEEDUP - 0.01,
+                                                                           "fp32"), (False, False, 1.8, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        timed.clear()
+        assert search_precision("auto", cpu, speedup(ratio)) == expected
+        assert timed == ([ratio] if avx512_bf16 or amx else [])
+        assert search_precision("auto", gpu, speedup(ratio)) == "fp32"
+        assert search_precision("fp32", cpu, speedup(9.0)) == "fp32"
+        assert search_precision("bf16", gpu, speedup(0.1)) == "bf16"
+
+
+def test_bf16_speedup_times_the_two_passes(monkeypatch):
+    """bf16_speedup: float32 time over bfloat16 time, so a pass twice as slow in float32 reads 2."""
+    import reabsnet.attacks.common as common
+    from reabsnet.attacks import bf16_speedup
+
+    clock = iter(range(1000))
+    costs = {True: 1.0, False: 2.0}         # bfloat16 pass 1 s, float32 pass 2 s
+    state = {}
+    real = common.LowPrecision.forward
+
+    def forward(self, x):
+        state["low"] = True
+        return real(self, x)
+
+    monkeypatch.setattr(common.LowPrecision, "forward", forward)
+
+    def perf_counter():
+        # each timed call reads the clock twice; the second read adds the pass's cost
+        t = next(clock)
+        if t % 2:
+            cost = costs[state.pop("low", False)]
+            state["now"] = state.get("now", 0.0) + cost
+        return state.get("now", 0.0)
+
+    monkeypatch.setattr(common.time, "perf_counter", perf_counter)
+    net = torch.nn.Linear(4, 3)
+    assert bf16_speedup(net, torch.randn(5, 4)) == 2.0
+
+
+def test_the_report_says_what_precision_the_baseline_searched_in():
+    """The adaptive section names a bfloat16 search and what `auto` timed; a float32 run says nothing of it."""
+    import json
+    from pathlib import Path
+
+    from reabsnet.evaluation.report import adaptive_section
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "mnist-paper" / "results.json"
+    a = json.loads(path.read_text())["results"]["adaptive"]
+    assert "bfloat16" not in " ".join(adaptive_section(a))
+    chosen = " ".join(adaptive_section({**a, "baseline_precision": "bf16", "bf16_speedup": 1.9}))
+    assert "APGD-T and Square searched in bf16" in chosen and "timed 1.9x faster" in chosen
+    declined = " ".join(adaptive_section({**a, "bf16_speedup": 0.8}))
+    assert "searched in float32" in declined and "at 0.8x float32's" in declined
+
+
+def test_the_precision_setting_takes_its_three_values_and_refuses_others():
+    import pytest
+
+    from reabsnet.errors import ReabsnetError
+    from reabsnet.profiles import get_profile
+
+    for value in ("auto", "fp32", "bf16"):
+        assert get_profile("smoke", [f"adaptive.precision={value}"]).adaptive.precision == value
+    with pytest.raises(ReabsnetError, match="auto, fp32 or bf16"):
+        get_profile("smoke", ["adaptive.precision=fp16"])

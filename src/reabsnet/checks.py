@@ -141,7 +141,7 @@ RULES: dict[str, Rule] = {
     "n_cw_linf": (at_least_one, "a whole number >= 1"),
     "n_pgd": (at_least_one, "a whole number >= 1"),
     "adaptive.n": (at_least_one, "a whole number >= 1"),
-    "adaptive.precision": (one_of("fp32", "bf16"), "fp32 or bf16"),
+    "adaptive.precision": (one_of("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
     "ablation.seeds": (at_least_one, "a whole number >= 1"),
     "n_cw_train": (at_least_one, "a whole number >= 1"),
     "harden_eps": (positive, "a positive number"),

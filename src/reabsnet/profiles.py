@@ -166,8 +166,10 @@ class AdaptiveConfig:
     # disjoint, with the suite's main attacks at these budgets; 0 = skip
     binarization: int = later(0)
     # "bf16": the Madry-style baseline's APGD-CE, APGD-DLR, APGD-T and Square search in bfloat16 (autocast), every
-    # success judged in float32; measured 1.5-2x faster on a CPU with AVX-512 BF16 at the same robust accuracy
-    # (docs/benchmarks.md). Not FAB-T, nor the distilled master and the defense (measured weaker there)
+    # success judged in float32; "auto": bf16 where the CPU has native bfloat16 instructions and its timed pass is at
+    # least 1.3x faster (runtime.search_precision). Measured 1.7-2.7x faster on the AMD CPU; as strong on the shipped
+    # baseline, 2 points weaker at L-inf 0.3 on the quick one, so not the default (docs/benchmarks.md). Never FAB-T,
+    # the distilled master or the defense (measured weaker there)
     precision: str = later("fp32")
 
 

@@ -11,6 +11,7 @@ from reabsnet.attacks.common import (
     BOX,
     AttackResult,
     LowPrecision,
+    bf16_speedup,
     finish,
     frozen,
     full_precision,
@@ -53,6 +54,7 @@ def get_attack(name: str) -> Callable[..., AttackResult]:
 
 
 __all__ = ["ATTACKS", "AttackResult", "BOX", "JointLogits", "LowPrecision", "PRESETS", "Preset", "Scaled", "apgd",
-           "apgd_t", "autoattack", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool", "deepfool_binary",
-           "fab_t", "fgsm", "finish", "frozen", "full_precision", "get_attack", "get_preset", "logit_matching",
-           "margin", "orthogonal_pgd", "pgd", "random_targets", "robust_accuracy", "selective_pgd", "square"]
+           "apgd_t", "autoattack", "bf16_speedup", "carlini_wagner_l2", "carlini_wagner_linf", "deepfool",
+           "deepfool_binary", "fab_t", "fgsm", "finish", "frozen", "full_precision", "get_attack", "get_preset",
+           "logit_matching", "margin", "orthogonal_pgd", "pgd", "random_targets", "robust_accuracy", "selective_pgd",
+           "square"]

@@ -73,24 +73,38 @@ def further(guardian: nn.Module, x: torch.Tensor, x_new: torch.Tensor, iteration
     return x_new
 
 
-def unrolled_revision(guardian: nn.Module, x: torch.Tensor, iterations: torch.Tensor, *, threshold: float = 0.5,
-                      overshoot: float = 0.02, box: Box = BOX) -> torch.Tensor:
-    """The modifier's revision of `x` replayed step by step with the autograd graph kept (create_graph), so that
-    d revision / d x is exact: each example takes the box-aware two-class DeepFool steps `revise` took for it
-    (`iterations`). For an attacker who differentiates through the modifier instead of taking it as identity.
-    About three times the cost of `revise` (a double backward through the guardian per step)."""
+def unrolled_revision(guardian: nn.Module, x: torch.Tensor, *, threshold: float = 0.5, overshoot: float = 0.02,
+                      max_iter: int = 50, box: Box = BOX) -> Revision:
+    """`revise` (the paper's L2 step) with the autograd graph kept (create_graph), so that d revision / d x is
+    exact: for an attacker who differentiates through the modifier instead of taking it as identity.
+
+    The same box-aware two-class DeepFool steps as `deepfool_binary`, on the same shrinking batches (an example
+    leaves once the guardian calls it natural or its steps run out), so the forward value is `revise`'s; one pass,
+    where replaying a finished `revise` would run DeepFool twice. About twice the cost of `revise` (a double
+    backward through the guardian per step)."""
     bias = math.log(threshold / (1 - threshold))
     view = (-1, *[1] * (x.dim() - 1))
     r = torch.zeros_like(x)
-    for i in range(int(iterations.max()) if len(iterations) else 0):
-        xa = (x + (1 + overshoot) * r).clamp(*box)
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    natural = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    idx = torch.arange(len(x), device=x.device)
+    for _ in range(max_iter + 1):
+        xa = (x[idx] + (1 + overshoot) * r[idx]).clamp(*box)
         logits = guardian(xa)
         g = logits[:, ADVERSARIAL] - logits[:, NATURAL] + bias
         (grad,) = torch.autograd.grad(g.sum(), xa, create_graph=True)
+        done = (g <= 0).detach()
+        natural[idx] = done
+        running = ~done & (iterations[idx] < max_iter)
+        if not running.any():
+            break
+        keep = running.nonzero().squeeze(1)
+        idx, g, grad, xa = idx[keep], g[keep], grad[keep], xa[keep]
         stuck = ((xa <= box[0]) & (grad > 0)) | ((xa >= box[1]) & (grad < 0))
         grad = grad.masked_fill(stuck.detach(), 0.0)
         scale = -(g.abs() + 1e-4) / grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24)
-        active = (iterations > i).to(x.dtype)
-        r = r + (active * scale).view(view) * grad
-        r = ((x + (1 + overshoot) * r).clamp(*box) - x) / (1 + overshoot)
-    return (x + (1 + overshoot) * r).clamp(*box)
+        step = r[idx] + scale.view(view) * grad
+        r = r.index_put((idx,), ((x[idx] + (1 + overshoot) * step).clamp(*box) - x[idx]) / (1 + overshoot))
+        iterations[idx] += 1
+    x_new = (x + (1 + overshoot) * r).clamp(*box)
+    return Revision(x=x_new, iterations=iterations, l2=(x_new - x).detach().flatten(1).norm(dim=1), natural=natural)

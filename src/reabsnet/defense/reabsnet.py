@@ -40,8 +40,8 @@ class ReabsNet(nn.Module):
     the guardian's boundary); `norm` and `extra_steps` pick the modifier's step (see `defense.modifier.revise`).
     Gradients flow to x through the master and, with backward="identity", straight through the revision (the
     revision counts as identity on the backward pass, the BPDA approximation of Athalye et al. 2018); with
-    backward="unrolled", through the modifier's DeepFool steps replayed with their graph (exact, about three
-    times the cost). `predict` returns the full record.
+    backward="unrolled", through the modifier's DeepFool steps taken with their graph (exact; a double backward
+    through the guardian per step; the forward value the same as identity's). `predict` returns the full record.
     """
 
     def __init__(self, master: nn.Module, guardian: nn.Module, *, threshold: float = 0.5,
@@ -51,7 +51,7 @@ class ReabsNet(nn.Module):
         if backward not in ("identity", "unrolled"):
             raise ValueError(f"backward must be 'identity' or 'unrolled', not {backward!r}")
         if backward == "unrolled" and (norm != "l2" or extra_steps):
-            raise ValueError("backward='unrolled' replays the paper's modifier only (norm 'l2', no extra steps)")
+            raise ValueError("backward='unrolled' unrolls the paper's modifier only (norm 'l2', no extra steps)")
         self.backward = backward
         revise_to = threshold if revise_to is None else revise_to
         check_settings({"threshold": threshold, "revise_to": revise_to, "overshoot": overshoot,
@@ -75,14 +75,14 @@ class ReabsNet(nn.Module):
         natural = ~flagged
         idx = flagged.nonzero().squeeze(1)
         if len(idx):
-            rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
-                         max_iter=self.max_iter, box=self.box, norm=self.norm, extra_steps=self.extra_steps)
             if self.backward == "unrolled" and x.requires_grad and torch.is_grad_enabled():
-                replay = unrolled_revision(self.guardian, x[idx], rev.iterations, threshold=self.revise_to,
-                                           overshoot=self.overshoot, box=self.box)
-                revised = replay + (rev.x - replay).detach()    # the forward value is revise's, exactly
-                x_seen = x.index_put((idx,), revised)
+                rev = unrolled_revision(self.guardian, x[idx], threshold=self.revise_to, overshoot=self.overshoot,
+                                        max_iter=self.max_iter, box=self.box)
+                x_seen = x.index_put((idx,), rev.x)
+                rev.x = rev.x.detach()
             else:
+                rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
+                             max_iter=self.max_iter, box=self.box, norm=self.norm, extra_steps=self.extra_steps)
                 delta = torch.zeros_like(x)
                 delta[idx] = rev.x - x[idx].detach()
                 x_seen = x + delta          # straight-through: d x_seen / d x = identity

@@ -31,13 +31,14 @@ import torch
 import torch.nn as nn
 
 from reabsnet.artifacts import stage_key
-from reabsnet.attacks import JointLogits, LowPrecision, Scaled, apgd, full_precision
+from reabsnet.attacks import JointLogits, LowPrecision, Scaled, apgd, bf16_speedup, full_precision
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.binarization import run_tests, well_apart
 from reabsnet.evaluation.paper import AttackSpec, attack_sets
 from reabsnet.evaluation.stats import rate, roc_auc
 from reabsnet.profiles import Profile, bound_list
+from reabsnet.runtime import search_precision
 from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             ("joint", "dlr"): (joint, joint_meta),
             ("bpda", "ce"): (Scaled(defended, unscale).eval(), digest(pipeline_meta, extra=("scale", unscale))),
             ("bpda", "dlr"): (defended, pipeline_meta),
-            # unrolling replays the paper's modifier only; another modifier is attacked through BPDA and the joint
+            # unrolling covers the paper's modifier only; another modifier is attacked through BPDA and the joint
             # logits
             ("unrolled", "dlr"): (_variant(defended, backward="unrolled"),
                                   digest(pipeline_meta, extra=("unrolled",))) if not departures else None,
@@ -184,12 +185,19 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
     for who in ("master", "madry"):
         for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either
             attacked[(who, attack)] = attacked[(who, "dlr")]
-    if cfg.precision != "fp32" and madry is not None:
+    precision, timed = "fp32", {}
+    if madry is not None:
+        device = next(madry.parameters()).device
+
+        def speedup() -> float:
+            timed["bf16_speedup"] = round(bf16_speedup(madry, x[:128].to(device)), 2)
+            return timed["bf16_speedup"]
+        precision = search_precision(cfg.precision, device, speedup)
+    if precision != "fp32" and madry is not None:
         # cheaper search passes where they were measured to find as much; FAB-T's boundary steps were not
         for key in (("madry", "ce"), ("madry", "dlr"), ("madry", "apgd-t"), ("madry", "square")):
             net, meta = attacked[key]
-            attacked[key] = (LowPrecision(net, PRECISIONS[cfg.precision]), digest(meta, extra=("precision",
-                                                                                            cfg.precision)))
+            attacked[key] = (LowPrecision(net, PRECISIONS[precision]), digest(meta, extra=("precision", precision)))
 
     def run_apgd(who: str, loss: str, norm: str, eps: float) -> tuple[str, tuple[dict, dict]]:
         model, meta = attacked[(who, loss)]
@@ -235,6 +243,7 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             yield spec.key, x_adv, holds
     madry_clean = predict_logits(madry, x).argmax(1) == y if madry is not None else None
     results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "targets": cfg.targets,
+               **({"baseline_precision": precision} if precision != "fp32" else {}), **timed,
                "queries": cfg.queries, "pipeline_queries": cfg.pipeline_queries, "bounds": {},
                "clean": {"master": rate(master_alone_clean), **({"madry": rate(madry_clean)} if madry is not None
                                                                 else {})}}
