@@ -6,6 +6,11 @@ guardian, L-inf 0.1, the "rejected" class not a success), the first N test image
 
 Prints one line per run: seconds and the images broken (judged by `finish` on the float32 network). bfloat16 pays
 only on a CPU with the AVX-512 BF16 instructions (or a GPU); elsewhere autocast emulates it and runs slower.
+
+`--compile`: the eager networks against `torch.compile`d ones (float32, dynamic shapes: an attack's batch shrinks
+as examples break), each attack called twice, so the first call's seconds include compiling:
+
+    PYTHONPATH=src python bench/precision.py --n 50 --threads 1 --models madry --attacks apgd --compile
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     parser.add_argument("--attacks", default="apgd,apgd-t,square,fab-t")
     parser.add_argument("--models", default="madry,joint")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="eager against torch.compile, not fp32 against bf16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,12 +57,13 @@ def main() -> None:
           f"{args.n} images")
     for tag in args.models.split(","):
         net, reject, eps, loss = models[tag]
+        variants = ({"eager": net, "compiled": torch.compile(net, dynamic=True)} if args.compile
+                    else {"fp32": net, "bf16": LowPrecision(net)})
         for name in args.attacks.split(","):
-            for precision in ("fp32", "bf16", "fp32", "bf16"):
-                model = net if precision == "fp32" else LowPrecision(net)
+            for variant in [*variants, *variants] if not args.compile else [v for v in variants for _ in (1, 2)]:
                 began = time.perf_counter()
-                result = attack(name, model, x, y, eps, reject, loss)
-                print(f"{tag} L-inf {eps:g} {name} {precision}: {time.perf_counter() - began:.1f} s, "
+                result = attack(name, variants[variant], x, y, eps, reject, loss)
+                print(f"{tag} L-inf {eps:g} {name} {variant}: {time.perf_counter() - began:.1f} s, "
                       f"{int(result.success.sum())} broken", flush=True)
 
 
