@@ -27,18 +27,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 BF16_MIN_SPEEDUP = 1.3     # "auto" takes bfloat16 search passes only where they are at least this much faster
 
 
-def search_precision(setting: str, device: torch.device, speedup: Callable[[], float]) -> str:
-    """adaptive.precision as it runs on `device`: "fp32" and "bf16" as they are; "auto" -> "bf16" on a CPU with
-    native bfloat16 instructions (AVX-512 BF16 or AMX) where `speedup()` (the float32 pass's time over the bfloat16
-    one, timed here) is at least BF16_MIN_SPEEDUP, else "fp32". Measured: 1.7-2.7x on an AMD EPYC, 0.8x on an Intel
-    Xeon with AVX-512 BF16 but no AMX (docs/benchmarks.md); without the instructions autocast emulates bfloat16;
-    on a GPU it was not measured."""
+def search_precision(setting: str, device: torch.device, speedup: Callable[[], float]) -> tuple[str, float | None]:
+    """adaptive.precision as it runs on `device`, and the speed-up timed to decide it (None where none was timed):
+    "fp32" and "bf16" as they are; "auto" -> "bf16" on a CPU with native bfloat16 instructions (AVX-512 BF16 or
+    AMX) where `speedup()` (the float32 pass's time over the bfloat16 one) is at least BF16_MIN_SPEEDUP, else
+    "fp32". Measured: 1.7-2.7x on an AMD EPYC, 0.8x on an Intel Xeon with AVX-512 BF16 but no AMX
+    (docs/benchmarks.md); without the instructions autocast emulates bfloat16; on a GPU it was not measured."""
     if setting != "auto":
-        return setting
+        return setting, None
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     if device.type != "cpu" or not native:
-        return "fp32"
-    return "bf16" if speedup() >= BF16_MIN_SPEEDUP else "fp32"
+        return "fp32", None
+    timed = speedup()
+    return ("bf16" if timed >= BF16_MIN_SPEEDUP else "fp32"), timed
 
 
 def describe(device: torch.device) -> str:

@@ -80,8 +80,8 @@ def unrolled_revision(guardian: nn.Module, x: torch.Tensor, *, threshold: float 
 
     The same box-aware two-class DeepFool steps as `deepfool_binary`, on the same shrinking batches (an example
     leaves once the guardian calls it natural or its steps run out), so the forward value is `revise`'s; one pass,
-    where replaying a finished `revise` would run DeepFool twice. About twice the cost of `revise` (a double
-    backward through the guardian per step)."""
+    where replaying a finished `revise` would run DeepFool twice. Each step's gradient keeps its graph, so the
+    attacker's backward pass runs a double backward through the guardian per step."""
     bias = math.log(threshold / (1 - threshold))
     view = (-1, *[1] * (x.dim() - 1))
     r = torch.zeros_like(x)

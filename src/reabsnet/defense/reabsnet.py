@@ -79,7 +79,6 @@ class ReabsNet(nn.Module):
                 rev = unrolled_revision(self.guardian, x[idx], threshold=self.revise_to, overshoot=self.overshoot,
                                         max_iter=self.max_iter, box=self.box)
                 x_seen = x.index_put((idx,), rev.x)
-                rev.x = rev.x.detach()
             else:
                 rev = revise(self.guardian, x[idx].detach(), threshold=self.revise_to, overshoot=self.overshoot,
                              max_iter=self.max_iter, box=self.box, norm=self.norm, extra_steps=self.extra_steps)

@@ -185,15 +185,11 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
     for who in ("master", "madry"):
         for attack in BASELINE_SURVIVORS:      # FAB-T's hyperplanes do not change with the logits' scale either
             attacked[(who, attack)] = attacked[(who, "dlr")]
-    precision, timed = "fp32", {}
+    precision, speedup = "fp32", None
     if madry is not None:
         device = next(madry.parameters()).device
-
-        def speedup() -> float:
-            timed["bf16_speedup"] = round(bf16_speedup(madry, x[:128].to(device)), 2)
-            return timed["bf16_speedup"]
-        precision = search_precision(cfg.precision, device, speedup)
-    if precision != "fp32" and madry is not None:
+        precision, speedup = search_precision(cfg.precision, device, lambda: bf16_speedup(madry, x[:128].to(device)))
+    if precision != "fp32":
         # cheaper search passes where they were measured to find as much; FAB-T's boundary steps were not
         for key in (("madry", "ce"), ("madry", "dlr"), ("madry", "apgd-t"), ("madry", "square")):
             net, meta = attacked[key]
@@ -243,7 +239,8 @@ def adaptive_evaluation(profile: Profile, splits: Splits, defended: ReabsNet | N
             yield spec.key, x_adv, holds
     madry_clean = predict_logits(madry, x).argmax(1) == y if madry is not None else None
     results = {"n": n, "steps": cfg.steps, "restarts": cfg.restarts, "targets": cfg.targets,
-               **({"baseline_precision": precision} if precision != "fp32" else {}), **timed,
+               **({"baseline_precision": precision} if precision != "fp32" else {}),
+               **({"bf16_speedup": round(speedup, 2)} if speedup is not None else {}),
                "queries": cfg.queries, "pipeline_queries": cfg.pipeline_queries, "bounds": {},
                "clean": {"master": rate(master_alone_clean), **({"madry": rate(madry_clean)} if madry is not None
                                                                 else {})}}
