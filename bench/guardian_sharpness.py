@@ -7,6 +7,10 @@ guardian. Resumable: every DeepFool shard, guardian and attack set is kept under
         --out docs/results/mnist-paper/SHARPNESS.md
 
 Writes the markdown table to --out (atomically) and the raw results beside it as JSON.
+
+The thread count matters: with another one the DeepFool examples differ in their last bits, and so do the
+guardians trained on them. The committed study's 10-epoch seed-1 guardian (validation accuracy 0.9869) comes back
+on the AMD CPU with `--threads 1`, not with two threads (docs/security.md).
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def render(rows: list[dict], args, seconds: float) -> str:
     lines = ["# ReabsNet's adaptive robustness by guardian sharpness (profile `paper`, shipped master)", "",
              f"Command: `PYTHONPATH=src python bench/guardian_sharpness.py --train-images {args.train_images} "
              f"--val-images {args.val_images} --n {args.n} --epochs {','.join(map(str, args.epochs))} "
-             f"--seeds {','.join(map(str, args.seeds))}`  ",
+             f"--seeds {','.join(map(str, args.seeds))}"
+             f"{f' --threads {args.threads}' if args.threads else ''}`  ",
              f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
              f"torch {torch.__version__}; the suite took {_minutes(rows)} per guardian (sets reused from an earlier "
              "run count 0).", "",
