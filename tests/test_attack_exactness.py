@@ -85,6 +85,21 @@ def test_apgd_halves_its_step_where_the_loss_stalls_and_settles_on_an_interior_m
     assert (r.x_adv - centre).abs().max() < 0.01, (r.x_adv - centre).abs().max()
 
 
+def test_detection_numbers_without_adversarial_examples_are_none_and_read_as_a_dash():
+    """An attack that made no adversarial example has no ROC: None (strict JSON has no NaN), and "-" in the report
+    (also for NaN in results written before)."""
+    import json
+
+    from reabsnet.evaluation.report import _number
+    from reabsnet.evaluation.stats import detection_at_fpr
+
+    natural, none = torch.rand(20), torch.zeros(0)
+    undefined = {"roc_auc": roc_auc(natural, none), "at_1": detection_at_fpr(natural, none, 0.01)}
+    assert undefined == {"roc_auc": None, "at_1": None}
+    assert json.loads(json.dumps(undefined, allow_nan=False)) == undefined
+    assert [_number(v, ".3f") for v in (None, float("nan"), 0.5)] == ["-", "-", "0.500"]
+
+
 def test_roc_auc_equals_the_pairwise_count_with_ties_half():
     gen = torch.Generator().manual_seed(2)
     for n_neg, n_pos in ((50, 30), (7, 200), (1, 1)):

@@ -14,7 +14,8 @@ from reabsnet.train.guardian import train_guardian
 
 
 def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
-    results = json.loads((smoke_run / "results.json").read_text())
+    # strict JSON: an undefined number (an attack with no adversarial example has no ROC) is null, never NaN
+    results = json.loads((smoke_run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     r = results["results"]
     assert set(r["attacks"]) == {"fgsm", "deepfool", "cw-l2-u", "cw-l2-t", "cw-linf-u", "cw-linf-t"}
     # the smoke profile's clean pass: the first 1,000 test images (eval.clean_images), said so in the report
@@ -38,6 +39,7 @@ def test_smoke_reproduction_writes_results_report_and_figure(smoke_run):
     for heading in ("Table 1", "Table 2", "Clean accuracy", "Figure 4", "Settings", "Compute time"):
         assert heading in report
     assert "0.709" in report                       # the paper's values are printed beside ours
+    assert "nan" not in report.lower()
     assert "## Clean accuracy (1,000 test images)" in report
     assert (smoke_run / "figure4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (smoke_run / "adaptive-vs-linf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

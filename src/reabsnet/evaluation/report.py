@@ -108,6 +108,11 @@ def _budget(a: dict | None) -> str:
             "modifier)")
 
 
+def _number(v: float | None, spec: str) -> str:
+    """`v` formatted, or "-" where it is undefined (None; NaN in results written before None was)."""
+    return "-" if v is None or v != v else format(v, spec)
+
+
 def _rate(v: dict | float | None) -> str:
     if isinstance(v, dict):
         return _cell(v)
@@ -160,7 +165,8 @@ def render(results: dict) -> str:
         a = r["attacks"][spec.key]
         p = PAPER["detection"][spec.key]
         lines.append(f"| {spec.title} | {_cell(a['detection'])} | {_paper(p)} | {_verdict(a['detection'], p)} | "
-                     f"{a['roc_auc']:.4f} | {a['detection_at_fpr_1']:.3f} / {a['detection_at_fpr_5']:.3f} |")
+                     f"{_number(a['roc_auc'], '.4f')} | {_number(a['detection_at_fpr_1'], '.3f')} / "
+                     f"{_number(a['detection_at_fpr_5'], '.3f')} |")
     lines += ["", "## Table 2: defense success rate (classified correctly)", "",
               "| attack | n | attack success vs master | master only | paper | ReabsNet | paper | vs paper |",
               "|---|---|---|---|---|---|---|---|"]

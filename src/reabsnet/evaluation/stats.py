@@ -24,18 +24,20 @@ def roc(negatives: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor,
     return torch.cat([zero, fp[last] / max(len(negatives), 1)]), torch.cat([zero, tp[last] / max(len(positives), 1)])
 
 
-def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
-    """Area under the ROC curve (the probability a random positive outscores a random negative, ties half)."""
+def roc_auc(negatives: torch.Tensor, positives: torch.Tensor) -> float | None:
+    """Area under the ROC curve (the probability a random positive outscores a random negative, ties half); None
+    where either side is empty (an attack with no adversarial example: strict JSON has no NaN)."""
     if len(negatives) == 0 or len(positives) == 0:
-        return float("nan")
+        return None
     fpr, tpr = roc(negatives, positives)
     return float(torch.trapezoid(tpr, fpr))
 
 
-def detection_at_fpr(negatives: torch.Tensor, positives: torch.Tensor, fpr: float) -> float:
-    """Detection rate at the threshold that flags at most `fpr` of the negatives."""
+def detection_at_fpr(negatives: torch.Tensor, positives: torch.Tensor, fpr: float) -> float | None:
+    """Detection rate at the threshold that flags at most `fpr` of the negatives; None where either side is
+    empty."""
     if len(negatives) == 0 or len(positives) == 0:
-        return float("nan")
+        return None
     k = int(math.floor(fpr * len(negatives)))
     ranked = negatives.sort(descending=True).values
     threshold = ranked[k] if k < len(ranked) else ranked[-1] - 1
