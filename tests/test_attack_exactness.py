@@ -90,14 +90,14 @@ def test_detection_numbers_without_adversarial_examples_are_none_and_read_as_a_d
     (also for NaN in results written before)."""
     import json
 
-    from reabsnet.evaluation.report import _number
+    from reabsnet.evaluation.report import _fmt
     from reabsnet.evaluation.stats import detection_at_fpr
 
     natural, none = torch.rand(20), torch.zeros(0)
     undefined = {"roc_auc": roc_auc(natural, none), "at_1": detection_at_fpr(natural, none, 0.01)}
     assert undefined == {"roc_auc": None, "at_1": None}
     assert json.loads(json.dumps(undefined, allow_nan=False)) == undefined
-    assert [_number(v, ".3f") for v in (None, float("nan"), 0.5)] == ["-", "-", "0.500"]
+    assert [_fmt(v) for v in (None, float("nan"), 0.5)] == ["-", "-", "0.500"]
 
 
 def test_roc_auc_equals_the_pairwise_count_with_ties_half():

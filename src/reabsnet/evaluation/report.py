@@ -108,11 +108,6 @@ def _budget(a: dict | None) -> str:
             "modifier)")
 
 
-def _number(v: float | None, spec: str) -> str:
-    """`v` formatted, or "-" where it is undefined (None; NaN in results written before None was)."""
-    return "-" if v is None or v != v else format(v, spec)
-
-
 def _rate(v: dict | float | None) -> str:
     if isinstance(v, dict):
         return _cell(v)
@@ -165,8 +160,8 @@ def render(results: dict) -> str:
         a = r["attacks"][spec.key]
         p = PAPER["detection"][spec.key]
         lines.append(f"| {spec.title} | {_cell(a['detection'])} | {_paper(p)} | {_verdict(a['detection'], p)} | "
-                     f"{_number(a['roc_auc'], '.4f')} | {_number(a['detection_at_fpr_1'], '.3f')} / "
-                     f"{_number(a['detection_at_fpr_5'], '.3f')} |")
+                     f"{_fmt(a['roc_auc'], '.4f')} | {_fmt(a['detection_at_fpr_1'])} / "
+                     f"{_fmt(a['detection_at_fpr_5'])} |")
     lines += ["", "## Table 2: defense success rate (classified correctly)", "",
               "| attack | n | attack success vs master | master only | paper | ReabsNet | paper | vs paper |",
               "|---|---|---|---|---|---|---|---|"]
@@ -550,8 +545,9 @@ def _hardening(h: dict) -> list[str]:
     return lines
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    """`v` formatted, or "-" where it is undefined (None; NaN in results written before None was)."""
+    return "-" if v is None or v != v else format(v, spec)
 
 
 def write(out: Path, results: dict) -> None:
