@@ -17,11 +17,10 @@ import logging
 import sys
 import time
 
-from reabsnet.evaluation.adaptive import adaptive_evaluation
 from reabsnet.prebuild import networks
-from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import get_profile
 from reabsnet.runtime import resolve_device
+from reabsnet.security.api import evaluate_profile, profile_target
 from reabsnet.stages import run_dir
 
 
@@ -42,10 +41,10 @@ def main() -> None:
     device = resolve_device(args.device)
     splits, master, master_meta, guardian, guardian_meta, madry, madry_meta = networks(profile, device, args.home)
     timings: dict[str, float] = {}
-    result = adaptive_evaluation(profile, splits, build_reabsnet(profile, master, guardian), master_meta,
-                                 guardian_meta, madry, madry_meta, run_dir(splits.name, profile.name, args.home),
-                                 timings, bounds=[(args.norm, args.eps)], sanity=False, defense=False,
-                                 baselines=(args.who,))
+    baseline = {"master": (master, master_meta), "madry": (madry, madry_meta)}[args.who]
+    target = profile_target(profile, splits, None, master_meta, guardian_meta, {args.who: baseline}, master=master)
+    result = evaluate_profile(profile, splits, target, run_dir(splits.name, profile.name, args.home), timings,
+                              bounds=[(args.norm, args.eps)], sanity=False)
     (bound,) = result["bounds"].values()
     print(json.dumps({"who": args.who, "bound": f"{args.norm} {args.eps:g}", "n": args.n,
                       "clean": result["clean"][args.who], "robust": bound[args.who],

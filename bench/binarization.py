@@ -22,10 +22,11 @@ import torch
 
 from reabsnet import data
 from reabsnet.artifacts import write_bytes_atomic, write_json_atomic
-from reabsnet.evaluation.binarization import run_tests, well_apart
-from reabsnet.evaluation.report import binarization_lines, machine
 from reabsnet.models import load_model
 from reabsnet.pretrained import load_pretrained
+from reabsnet.report import machine
+from reabsnet.security.binarization import run_tests, well_apart
+from reabsnet.security.report import binarization_lines
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import torch.multiprocessing as mp
 
 from reabsnet import data
 from reabsnet.attacks import JointLogits, get_attack
-from reabsnet.evaluation.adaptive import REJECT, _variant
 from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import get_profile
 from reabsnet.runtime import resolve_device
+from reabsnet.security.networks import variant
 from reabsnet.train import train_master
 from reabsnet.train.guardian import train_guardian
 
@@ -40,10 +40,10 @@ def work(args) -> dict:
     x, y = (t[:args.n].to(device) for t in splits.split("test"))
     times = {}
     for name, model, attack, settings in (
-            ("unrolled apgd-dlr", _variant(defended, backward="unrolled"), "apgd",
+            ("unrolled apgd-dlr", variant(defended, backward="unrolled"), "apgd",
              {"eps": 0.1, "norm": "linf", "loss": "dlr", "steps": args.steps}),
             ("joint square", JointLogits(master, guardian, defended.threshold).eval(), "square",
-             {"eps": 0.1, "norm": "linf", "queries": args.queries, "reject": REJECT})):
+             {"eps": 0.1, "norm": "linf", "queries": args.queries, "reject": splits.classes})):
         if device.type == "cuda":
             torch.cuda.synchronize()
         began = time.perf_counter()

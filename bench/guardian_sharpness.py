@@ -28,11 +28,12 @@ import torch
 
 from reabsnet import data
 from reabsnet.artifacts import data_home, model_sha256, stage_key, write_bytes_atomic, write_json_atomic
-from reabsnet.evaluation.adaptive import adaptive_evaluation
-from reabsnet.evaluation.report import machine
 from reabsnet.models import load_model
 from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import TrainConfig, get_profile, keyed
+from reabsnet.rates import cell
+from reabsnet.report import machine
+from reabsnet.security.api import evaluate_profile, profile_target
 from reabsnet.stages import SHIPPED_MODELS, cached_model
 from reabsnet.train.guardian import deepfool_split, train_two_class
 
@@ -82,9 +83,6 @@ def _minutes(rows: list[dict]) -> str:
 
 
 def render(rows: list[dict], args, seconds: float) -> str:
-    def cell(r: dict) -> str:
-        return f"{r['rate']:.3f} ({r['k']}/{r['n']})"
-
     lines = ["# ReabsNet's adaptive robustness by guardian sharpness (profile `paper`, shipped master)", "",
              f"Command: `PYTHONPATH=src python bench/guardian_sharpness.py --train-images {args.train_images} "
              f"--val-images {args.val_images} --n {args.n} --epochs {','.join(map(str, args.epochs))} "
@@ -107,7 +105,7 @@ def render(rows: list[dict], args, seconds: float) -> str:
         cells = []
         for e in BOUNDS:
             b = r["bounds"].get(f"linf {e:g}")
-            cells += [cell(b["reabsnet"]), cell(b["selective"])] if b else ["-", "-"]
+            cells += [cell(b["reabsnet"], None), cell(b["selective"], None)] if b else ["-", "-"]
         lines.append(f"| {r['guardian']} | {r['val_accuracy']:.4f} | {r['clean_rejected']['rate']:.3f} | "
                      + " | ".join(cells) + " |")
     lines += ["", "The reject policy at guardian thresholds calibrated on the 5,000 validation images to 1% and 5% "
@@ -237,9 +235,8 @@ def main() -> None:
         started = time.perf_counter()
         slug = "shipped" if label.startswith("shipped") else label.replace(" epochs, seed ", "ep-seed")
         defended = build_reabsnet(profile, master, guardian)
-        results = adaptive_evaluation(profile, splits, defended, master_meta, {"sha256": model_sha256(guardian)},
-                                      None, None, home, {}, baselines=(), sanity=False,
-                                      subdir=f"adaptive/{slug}")
+        target = profile_target(profile, splits, defended, master_meta, {"sha256": model_sha256(guardian)}, {})
+        results = evaluate_profile(profile, splits, target, home, {}, sanity=False, subdir=f"adaptive/{slug}")
         rows.append({**row(label, meta, results), "seconds": time.perf_counter() - started})
         write_json_atomic(out.with_suffix(".json"), {"rows": rows, "args": {k: v for k, v in vars(args).items()
                                                                              if k not in ("out", "home",

@@ -13,6 +13,7 @@ Writes the markdown table to --out (atomically) and the raw results beside it as
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -24,22 +25,22 @@ from reabsnet import data
 from reabsnet.artifacts import write_bytes_atomic, write_json_atomic
 from reabsnet.attacks import JointLogits, logit_matching
 from reabsnet.attacks.run import load_set
-from reabsnet.evaluation.adaptive import eps_name
-from reabsnet.evaluation.report import machine
 from reabsnet.evaluation.stats import rate
 from reabsnet.models import load_model
 from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import get_profile
+from reabsnet.rates import cell
+from reabsnet.report import machine
+from reabsnet.security.engine import eps_name
 from reabsnet.stages import SHIPPED_MODELS
-
-REJECT = 10
 
 
 @torch.no_grad()
 def judged(defended, joint, x_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: the reject policy's outcome is acceptable (correct or rejected), ReabsNet's label is correct."""
-    label = joint(x_adv).argmax(1)
-    return (label == y) | (label == REJECT), defended(x_adv).argmax(1) == y
+    logits = joint(x_adv)
+    label = logits.argmax(1)
+    return (label == y) | (label == logits.shape[1] - 1), defended(x_adv).argmax(1) == y   # the last: rejected
 
 
 def suite_held(folder: Path, eps: float, x: torch.Tensor, y: torch.Tensor, defended, joint
@@ -65,9 +66,7 @@ def suite_held(folder: Path, eps: float, x: torch.Tensor, y: torch.Tensor, defen
 
 
 def render(rows: list[dict], args, seconds: float) -> str:
-    def cell(r: dict | None) -> str:
-        return f"{r['rate']:.3f} ({r['k']}/{r['n']})" if r else "-"
-
+    brief = functools.partial(cell, ci=None, empty="-")         # rate (count/n), "-" where nothing was counted
     lines = ["# Logit matching (Tramer et al. 2020) on the shipped paper networks", "",
              f"Command: `PYTHONPATH=src python bench/logit_matching.py --n {args.n} --guides {args.guides} "
              f"--steps {args.steps} --candidates {args.candidates}"
@@ -89,9 +88,9 @@ def render(rows: list[dict], args, seconds: float) -> str:
              "| images it broke that the suite left standing (policy / ReabsNet) | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['eps']:g} | {r['success']['rate']:.3f} | {cell(r['policy'])} | "
-                     f"{cell(r.get('policy_suite'))} | {cell(r.get('policy_worst'))} | {cell(r['reabsnet'])} | "
-                     f"{cell(r.get('reabsnet_suite'))} | {cell(r.get('reabsnet_worst'))} | "
+        lines.append(f"| {r['eps']:g} | {r['success']['rate']:.3f} | {brief(r['policy'])} | "
+                     f"{brief(r.get('policy_suite'))} | {brief(r.get('policy_worst'))} | {brief(r['reabsnet'])} | "
+                     f"{brief(r.get('reabsnet_suite'))} | {brief(r.get('reabsnet_worst'))} | "
                      f"{r.get('new_policy', '-')} / {r.get('new_reabsnet', '-')} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -122,7 +121,7 @@ def main() -> None:
     for eps in (float(v) for v in args.bounds.split(",")):
         started = time.perf_counter()
         res = logit_matching(joint, x, y, guides=pool, eps=eps, steps=args.steps, candidates=args.candidates,
-                             reject=REJECT)
+                             reject=splits.classes)
         policy, ours = judged(defended, joint, res.x_adv, y)
         policy, ours = policy & clean_policy, ours & clean_ours
         row = {"eps": eps, "success": rate(res.success), "policy": rate(policy), "reabsnet": rate(ours),

@@ -22,8 +22,8 @@ import torch
 
 from reabsnet import data
 from reabsnet.attacks import JointLogits, LowPrecision, apgd, apgd_t, fab_t, square
-from reabsnet.evaluation.report import machine
 from reabsnet.models import load_model
+from reabsnet.report import machine
 from reabsnet.stages import SHIPPED_MODELS
 
 

@@ -28,11 +28,11 @@ import torch.multiprocessing as mp
 from reabsnet import data
 from reabsnet.artifacts import is_valid, load_tensors, save_tensors
 from reabsnet.attacks import get_attack
-from reabsnet.evaluation.ablation import SPECS
 from reabsnet.evaluation.paper import SHARD, attack_sets, save_shard, set_inputs, set_key, set_settings
 from reabsnet.profiles import get_profile, with_preset
 from reabsnet.runtime import resolve_device
 from reabsnet.stages import run_dir
+from reabsnet.studies.ablation import SPECS
 from reabsnet.train import train_master
 
 KEYS = ("cw-l2-u", "cw-linf-u", "cw-l2-t", "cw-linf-t")
@@ -48,7 +48,7 @@ def plan(profile, splits, master_meta, out, n: int, presets: list[str]) -> list[
         # reference images under attacks-reference-images-<preset>
         subdir = f"attacks-{preset}" if preset != profile.eval.preset else f"attacks-reference-images-{preset}"
         for key in KEYS:
-            set_k = set_key(p, SPECS[key], n, master_meta, splits)
+            set_k = set_key(p.eval, SPECS[key], n, master_meta, splits)
             for start in range(0, n, SHARD):
                 part = out / subdir / ".parts" / set_k / f"{start:06d}.safetensors"
                 jobs.append({"preset": preset, "subdir": subdir, "set": key, "key": set_k, "start": start,
@@ -70,10 +70,10 @@ def _init(profile_name: str, overrides: list[str], home: str | None, device: str
 def _work(job: dict) -> dict:
     profile, splits, master = _STATE["profile"], _STATE["splits"], _STATE["master"]
     p, spec = with_preset(profile, job["preset"]), SPECS[job["set"]]
-    x, y, target = set_inputs(p, spec, splits, job["n"])
+    x, y, target = set_inputs(p.eval, spec, splits, job["n"])
     sl = slice(job["start"], job["start"] + SHARD)
     seconds = save_shard(Path(job["part"]), job["key"], job["start"], get_attack(spec.attack), master, x[sl], y[sl],
-                         target[sl] if target is not None else None, set_settings(p, spec),
+                         target[sl] if target is not None else None, set_settings(p.eval, spec),
                          desc=f"{job['preset']} {job['set']}")
     return {**job, "seconds": round(seconds, 1), "pid": os.getpid()}
 
@@ -129,7 +129,7 @@ def main() -> None:
             if done < len(shards):
                 # the finished first shards are exactly the set of their images (targets are drawn in order,
                 # so the first images' targets do not depend on the set's size): file them under that set's key
-                small = set_key(p, SPECS[key], n, master_meta, splits)
+                small = set_key(p.eval, SPECS[key], n, master_meta, splits)
                 for j in shards[:done]:
                     tensors, meta = load_tensors(Path(j["part"]))
                     save_tensors(out / j["subdir"] / ".parts" / small / Path(j["part"]).name, tensors,

@@ -165,7 +165,7 @@ def test_the_transfer_check_holds_where_the_counts_are_equal():
     # the accuracy-vs-bound curve stores float32 means: 7 of 10 reads 0.69999999, the adaptive rate 0.7
     import torch
 
-    from reabsnet.evaluation.adaptive import transfer_check
+    from reabsnet.security.sanity import transfer_check
 
     results = {"bounds": {"linf 0.1": {"norm": "linf", "eps": 0.1, "reabsnet": {"rate": 0.7}}}}
     assert transfer_check(results, {0.1: float(torch.tensor([1.0] * 7 + [0.0] * 3).mean())})["holds"]
@@ -175,7 +175,7 @@ def test_the_transfer_check_holds_where_the_counts_are_equal():
 def test_the_reject_policy_at_a_threshold_counts_a_rejected_clean_input_as_an_error():
     import torch
 
-    from reabsnet.evaluation.adaptive import at_thresholds
+    from reabsnet.security.thresholds import at_thresholds
 
     y = torch.tensor([0, 0, 0, 0])
     p_clean = torch.tensor([0.1, 0.9, 0.1, 0.1])           # image 1 is rejected clean

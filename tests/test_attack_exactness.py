@@ -90,8 +90,8 @@ def test_detection_numbers_without_adversarial_examples_are_none_and_read_as_a_d
     (also for NaN in results written before)."""
     import json
 
-    from reabsnet.evaluation.report import _fmt
     from reabsnet.evaluation.stats import detection_at_fpr
+    from reabsnet.rates import fmt as _fmt
 
     natural, none = torch.rand(20), torch.zeros(0)
     undefined = {"roc_auc": roc_auc(natural, none), "at_1": detection_at_fpr(natural, none, 0.01)}

@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from reabsnet.attacks import apgd, pgd
 from reabsnet.errors import ReabsnetError
-from reabsnet.evaluation.binarization import (
+from reabsnet.models.registry import CPU_CHUNK, Chunked
+from reabsnet.security.binarization import (
     DEFAULTS,
     Binarized,
     Penultimate,
@@ -21,7 +22,6 @@ from reabsnet.evaluation.binarization import (
     fit_readouts,
     suite_attacks,
 )
-from reabsnet.models.registry import CPU_CHUNK, Chunked
 
 BOX = (-0.5, 0.5)
 

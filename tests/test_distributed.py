@@ -182,11 +182,11 @@ def test_one_process_takes_the_shards_on_disk_and_computes_the_rest(small_model,
     from reabsnet.profiles import get_profile
 
     profile, spec, meta = get_profile("smoke"), ATTACK_SPECS[0], {"sha256": "test-model"}
-    settings = set_settings(profile, spec)
+    settings = set_settings(profile.eval, spec)
     n = SHARD + 60
-    key = set_key(profile, spec, n, meta, mnist)
+    key = set_key(profile.eval, spec, n, meta, mnist)
     parts = tmp_path / "attacks" / ".parts" / key
-    x, y, _ = set_inputs(profile, spec, mnist, n)
+    x, y, _ = set_inputs(profile.eval, spec, mnist, n)
     first = run_attack(get_attack(spec.attack), small_model, x[:SHARD], y[:SHARD], settings=settings,
                        batch_size=SHARD)
     save_tensors(parts / "000000.safetensors", vars(first), {"key": key, "start": 0, "seconds": 100.0,
@@ -224,15 +224,15 @@ def test_a_stopped_one_process_run_keeps_its_finished_shards(small_model, mnist,
     monkeypatch.setattr(paper, "get_attack", lambda name: counted(name, fail_at=2))
     with pytest.raises(KeyboardInterrupt):
         paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n)
-    key = paper.set_key(profile, spec, n, meta, mnist)
+    key = paper.set_key(profile.eval, spec, n, meta, mnist)
     assert [p.name for p in (tmp_path / "attacks" / ".parts" / key).iterdir()
             if p.suffix == ".safetensors"] == ["000000.safetensors"]
     calls.clear()
     monkeypatch.setattr(paper, "get_attack", lambda name: counted(name))
     (arrays, side), = paper.attack_sets(profile, mnist, small_model, meta, tmp_path, {}, specs=[spec], n=n).values()
     assert calls == [60] and side["key"] == key and not (tmp_path / "attacks" / ".parts").exists()
-    x, y, _ = paper.set_inputs(profile, spec, mnist, n)
-    whole = run_attack(get_attack(spec.attack), small_model, x, y, settings=paper.set_settings(profile, spec))
+    x, y, _ = paper.set_inputs(profile.eval, spec, mnist, n)
+    whole = run_attack(get_attack(spec.attack), small_model, x, y, settings=paper.set_settings(profile.eval, spec))
     assert torch.equal(arrays["x_adv"], whole.x_adv) and torch.equal(arrays["success"], whole.success)
 
 
@@ -281,7 +281,7 @@ def test_a_lost_shard_names_its_set_its_owner_and_its_reader(small_model, mnist,
 
     profile, spec = get_profile("smoke"), paper.ATTACK_SPECS[0]
     monkeypatch.setattr(paper, "save_shard", lambda *args, **kwargs: 0.0)     # built, but never lands
-    x, y, _ = paper.set_inputs(profile, spec, mnist, 20)
+    x, y, _ = paper.set_inputs(profile.eval, spec, mnist, 20)
     lost = r"000000\.safetensors: attack shard missing or corrupt after it was built"
     named = r" \(set adaptive/fgsm, images 0\+, owned by rank 0; read by rank 0\)"
     with pytest.raises(ReabsnetError, match=lost + named):

@@ -153,14 +153,14 @@ def test_nested_bounds_attack_only_what_the_smaller_bound_left_and_agree_with_bo
                                                                                             tmp_path):
     import json
 
-    from reabsnet.evaluation.any_model import BUDGETS
+    from reabsnet.security.api import BUDGETS
 
     master, guardian, _, x, y, _ = synthetic_setup
     small, large = f"linf {EPS / 2:g}", f"linf {EPS:g}"
     runs = {}
     for nested in (True, False):
         runs[nested] = reabsnet.evaluate_adaptive(
-            master, guardian, x[:24], y[:24], bounds=[EPS, EPS / 2], budget={**BUDGETS["smoke"], "nested": nested},
+            master, guardian, x[:24], y[:24], bounds=[EPS, EPS / 2], budget=BUDGETS["smoke"], nested=nested,
             out=tmp_path / str(nested)).results
     nested, apart = runs[True]["bounds"], runs[False]["bounds"]
     assert runs[True]["nested"] and not runs[False]["nested"]
@@ -343,7 +343,8 @@ def test_evaluate_refuses_bad_input_in_one_line_and_writes_nothing(user_files, c
 
 
 def test_reproduce_takes_a_dataset(capsys):
-    from reabsnet.cli import _profile, build_parser
+    from reabsnet.cli import build_parser
+    from reabsnet.commands import _profile
 
     args = build_parser().parse_args(["reproduce", "--profile", "quick", "--dataset", "fashion-mnist"])
     assert _profile(args).dataset == "fashion-mnist"

@@ -113,7 +113,7 @@ def test_the_report_says_what_precision_the_baseline_searched_in():
     import json
     from pathlib import Path
 
-    from reabsnet.evaluation.report import adaptive_section
+    from reabsnet.security.report import adaptive_section
 
     path = Path(__file__).resolve().parents[1] / "docs" / "results" / "mnist-paper" / "results.json"
     a = json.loads(path.read_text())["results"]["adaptive"]

@@ -58,7 +58,7 @@ def test_clean_images_must_cover_every_attack_set():
 
 
 def test_adaptive_bounds_are_settings_and_must_hold_linf_0_3():
-    from reabsnet.evaluation.adaptive import threats
+    from reabsnet.security.api import threats
 
     assert threats(get_profile("paper").adaptive) == [("linf", 0.1), ("linf", 0.2), ("linf", 0.3), ("l2", 1.5),
                                                       ("l2", 2.0)]

@@ -157,7 +157,7 @@ def test_smoke_reproduction_has_the_baseline_table_3_plots_and_adaptive_attacks(
 # .venv/bin/python -m pytest -m slow tests/test_reproduce.py
 @pytest.mark.slow
 def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home, tmp_path):
-    from reabsnet.evaluation.ablation import ablate, guardian_variants, write
+    from reabsnet.studies.ablation import ablate, guardian_variants, write
 
     # one seed here to keep `make test` short (the smoke profile's two seeds: `reabsnet ablate --profile smoke`);
     # the spread over seeds is tested on its own (test_ablation_summary_spreads_over_seeds)
@@ -238,8 +238,8 @@ def test_ablation_smoke_measures_every_factor_with_seeds(smoke_run, shared_home,
 
 
 def test_ablation_summary_spreads_over_seeds():
-    from reabsnet.evaluation.ablation import summarize
     from reabsnet.evaluation.stats import rate
+    from reabsnet.studies.ablation import summarize
 
     def cell(seed: int, factor: str, setting: str, k: int) -> dict:
         correct = torch.arange(10) < k
@@ -257,8 +257,9 @@ def test_ablation_summary_spreads_over_seeds():
 def test_a_subset_run_sets_each_cell_beside_the_full_report_of_the_same_networks(tmp_path):
     """paper-subset's REPORT.md opens with its headline cells beside the committed full-scale report's and the
     paper's, but only when the networks are that report's (same SHA-256); the adaptive figure is rendered too."""
+    from reabsnet import report
     from reabsnet.artifacts import read_json
-    from reabsnet.evaluation import plots, report
+    from reabsnet.evaluation import plots
     from reabsnet.stages import SHIPPED_REPORTS
 
     full = read_json(SHIPPED_REPORTS / "mnist-paper" / "results.json")

@@ -10,11 +10,14 @@ __version__ = "0.1.0"
 # the public entry points, imported on first use so that `import reabsnet` (and the CLI's start) stays light
 _LAZY = {"load_pretrained": "reabsnet.pretrained", "pretrained_names": "reabsnet.pretrained",
          "ReabsNet": "reabsnet.defense", "fit_guardian": "reabsnet.train.guardian",
-         "evaluate_oblivious": "reabsnet.evaluation.any_model", "evaluate_adaptive": "reabsnet.evaluation.any_model",
+         "evaluate_oblivious": "reabsnet.evaluation.any_model", "evaluate_adaptive": "reabsnet.security.api",
+         "Suite": "reabsnet.security.suite", "Step": "reabsnet.security.suite",
+         "Budget": "reabsnet.security.suite",
          "load_npz": "reabsnet.data.user", "load_image_folder": "reabsnet.data.user",
          "synthetic": "reabsnet.data.synthetic"}
 
-__all__ = ["ReabsNet", "__version__", "evaluate_adaptive", "evaluate_oblivious", "fit_guardian", "load_image_folder",
+__all__ = ["Budget", "ReabsNet", "Step", "Suite", "__version__", "evaluate_adaptive", "evaluate_oblivious",
+           "fit_guardian", "load_image_folder",
            "load_npz", "load_pretrained", "pretrained_names", "synthetic"]
 
 

@@ -25,13 +25,16 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from reabsnet.evaluation.adaptive import adaptive_evaluation, joint_cw, joint_networks, sanity_sets, threats
 from reabsnet.evaluation.paper import attack_sets
 from reabsnet.evaluation.table3 import pgd_specs
 from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import Profile
 from reabsnet.reproduce import networks
 from reabsnet.runtime import resolve_device
+from reabsnet.security.api import evaluate_profile, profile_setup, profile_target, threats
+from reabsnet.security.engine import minimal_step, start
+from reabsnet.security.sanity import sanity_sets
+from reabsnet.security.suite import Suite
 from reabsnet.stages import SHIPPED_MODELS, run_dir
 
 log = logging.getLogger(__name__)
@@ -76,16 +79,22 @@ def build_task(name: str, profile: Profile, device: torch.device, home=None,
             attack_sets(profile, splits, model, meta, out, {}, specs=pgd_specs(), subdir=subdir,
                         n=profile.eval.n_pgd)
     elif name in ("adaptive cw", "adaptive sanity"):
-        joints = joint_networks(build_reabsnet(profile, master, guardian), master_meta, guardian_meta)
+        target = profile_target(profile, splits, build_reabsnet(profile, master, guardian), master_meta,
+                                guardian_meta, {})
+        setup = profile_setup(profile, splits, out, {})
         if name == "adaptive cw":
-            joint_cw(profile, splits, *joints["dlr"], out, {})
+            suite = Suite.standard()
+            cw = suite.only("joint-cw-l2-t").steps[0]
+            minimal_step(start(target, suite, setup), cw, target.view(cw.network), 0.0)
         else:
-            sanity_sets(profile, splits, *joints["ce"], out, {})
+            sanity_sets(setup, *target.view("joint-ce"))
     else:
         _, norm, eps, part = name.split()
-        adaptive_evaluation(profile, splits, build_reabsnet(profile, master, guardian), master_meta, guardian_meta,
-                            madry, madry_meta, out, {}, bounds=[(norm, float(eps))], sanity=False,
-                            defense=part == "defense", baselines=(part,) if part != "defense" else ())
+        defended = build_reabsnet(profile, master, guardian) if part == "defense" else None
+        baselines = {"master": (master, master_meta), "madry": (madry, madry_meta)}
+        target = profile_target(profile, splits, defended, master_meta, guardian_meta,
+                                {part: baselines[part]} if part != "defense" else {}, master=master)
+        evaluate_profile(profile, splits, target, out, {}, bounds=[(norm, float(eps))], sanity=False)
     return time.perf_counter() - began
 
 

@@ -162,7 +162,7 @@ class AdaptiveConfig:
     # nested bounds: within a norm, each larger bound attacks only the images the smaller left standing (its
     # examples lie within the larger ball too). Off by default: measured, it saved no time (docs/benchmarks.md)
     nested: bool = later(False)
-    # the binarization test (evaluation.binarization) at each bound on the first N test images whose balls are
+    # the binarization test (security.binarization) at each bound on the first N test images whose balls are
     # disjoint, with the suite's main attacks at these budgets; 0 = skip
     binarization: int = later(0)
     # "bf16": the Madry-style baseline's APGD-CE, APGD-DLR, APGD-T and Square search in bfloat16 (autocast), every
@@ -171,6 +171,8 @@ class AdaptiveConfig:
     # baseline, 2 points weaker at L-inf 0.3 on the quick one, so not the default (docs/benchmarks.md). Never FAB-T,
     # the distilled master or the defense (measured weaker there)
     precision: str = later("fp32")
+    # the suite's steps to run, comma-separated names of `reabsnet suite` (security.suite); empty: every step
+    suite: str = later("")
 
 
 @dataclass(frozen=True)

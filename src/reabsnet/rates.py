@@ -24,3 +24,33 @@ def rate(mask: torch.Tensor) -> dict:
     k, n = int(mask.sum()), int(mask.numel())
     lo, hi = wilson(k, n)
     return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi] if n else None}
+
+
+def cell(r: dict | None, ci: str | None = ".3f", empty: str = "n/a") -> str:
+    """A rate cell, the one format of every report: rate (count/n; 95% interval, its bounds formatted `ci`; None:
+    no interval), `empty` where nothing was counted."""
+    if not r or r.get("n", 0) == 0:
+        return empty
+    if ci is None:
+        return f"{r['rate']:.3f} ({r['k']}/{r['n']})"
+    lo, hi = r["ci95"]
+    return f"{r['rate']:.3f} ({r['k']}/{r['n']}; {lo:{ci}}-{hi:{ci}})"
+
+
+def fmt(v: float | None, spec: str = ".3f") -> str:
+    """`v` formatted, or "-" where it is undefined (None; NaN in results written before None was)."""
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def in_order(bounds: dict) -> list[tuple[str, dict]]:
+    """Bounds as the evaluation runs them, L-inf then L2, each ascending ("linf 0.1": ...; results.json sorts its
+    keys, so a report rendered from it would otherwise list L2 first)."""
+    def key(item):
+        norm, eps = item[0].split()
+        return norm != "linf", float(eps)
+    return sorted(bounds.items(), key=key)
+
+
+def bound_label(name: str) -> str:
+    """A bound's name as the reports print it: "linf 0.1" -> "L-inf 0.1"."""
+    return name.replace("linf", "L-inf").replace("l2", "L2")

@@ -14,16 +14,18 @@ from pathlib import Path
 
 import torch
 
-from reabsnet import data, distributed
+from reabsnet import data, distributed, report
 from reabsnet.artifacts import read_json
-from reabsnet.evaluation import plots, report
-from reabsnet.evaluation.adaptive import adaptive_evaluation, hardening, transfer_check
+from reabsnet.evaluation import plots
 from reabsnet.evaluation.figure import figure4
 from reabsnet.evaluation.paper import ATTACK_SPECS, attack_sets, evaluate
 from reabsnet.evaluation.table3 import compare, pgd_specs
 from reabsnet.pretrained import build_reabsnet
 from reabsnet.profiles import Profile
+from reabsnet.security.api import evaluate_profile, profile_target
+from reabsnet.security.sanity import transfer_check
 from reabsnet.stages import SHIPPED_MODELS, SHIPPED_REPORTS, run_dir
+from reabsnet.studies.hardening import hardening, write_hardening
 from reabsnet.train import train_madry, train_master
 from reabsnet.train.guardian import train_guardian
 from reabsnet.train.hardened import train_hardened_guardian
@@ -118,8 +120,9 @@ def reproduce(profile: Profile, device: torch.device, home: str | Path | None = 
         results.update(timed("table 3", lambda: compare(defended, madry, splits, sets, predictions, master_clean,
                                                         madry_sets, pgd_master, pgd_madry)))
     if profile.adaptive.enabled:
-        adaptive = timed("adaptive attacks", lambda: adaptive_evaluation(
-            profile, splits, defended, master_meta, guardian_meta, madry, madry_meta, out, attack_seconds))
+        target = profile_target(profile, splits, defended, master_meta, guardian_meta,
+                                {"master": (master, master_meta), "madry": (madry, madry_meta)})
+        adaptive = timed("adaptive attacks", lambda: evaluate_profile(profile, splits, target, out, attack_seconds))
         if distributed.is_main():
             pgd = results["curves"]["pgd"]
             adaptive["sanity"]["transfer"] = transfer_check(adaptive, dict(zip(pgd["bounds"], pgd["reabsnet"],
@@ -187,5 +190,5 @@ def harden(profile: Profile, device: torch.device, home: str | Path | None = Non
                                                                      "metrics")} if hardened else None,
                "hardening": results}
     if distributed.is_main():
-        report.write_hardening(out, results)
+        write_hardening(out, results)
     return out, results

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +18,14 @@ import torch.nn as nn
 
 from reabsnet import distributed
 from reabsnet.artifacts import is_valid, load_tensors, save_tensors, stage_key
-from reabsnet.attacks import BOX, get_attack, get_preset, random_targets
+from reabsnet.attacks import BOX, Preset, get_attack, get_preset, random_targets
 from reabsnet.attacks.common import AttackResult
 from reabsnet.attacks.run import load_set, run_attack, save_set
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.errors import ReabsnetError
 from reabsnet.evaluation.stats import detection_at_fpr, rate, roc_auc
-from reabsnet.profiles import Profile
+from reabsnet.profiles import EvalConfig, Profile
 from reabsnet.runtime import describe
 from reabsnet.train.loop import predict_logits
 
@@ -38,7 +39,7 @@ SHARD = 500   # images per attack shard under torchrun: run_attack's batch size,
 class AttackSpec:
     key: str          # name in tables and files
     title: str        # as the paper's tables write it
-    attack: str       # reabsnet.attacks name
+    attack: str | Callable   # reabsnet.attacks name, or a user's attack function
     targeted: bool
     settings: dict | None = None   # overrides on top of the profile's preset (e.g. PGD's eps); None: the preset
 
@@ -70,28 +71,37 @@ def set_size(profile: Profile, spec: AttackSpec, baseline: bool = False) -> int:
     return {"cw-l2": cw_l2, "cw-linf": cfg.n_cw_linf}.get(spec.attack, cfg.n)
 
 
-def set_settings(profile: Profile, spec: AttackSpec) -> dict:
-    """An attack set's settings: the profile's preset of its attack, then the spec's own overrides."""
-    return {**get_preset(spec.attack, profile.eval.preset).settings, **(spec.settings or {})}
+def _preset(spec: AttackSpec, name: str) -> Preset:
+    """The preset of a spec's attack; an attack given as a callable (a user's) has none."""
+    if isinstance(spec.attack, str):
+        return get_preset(spec.attack, name)
+    return Preset(getattr(spec.attack, "__qualname__", "custom"), name, {}, "a user's attack")
 
 
-def set_key(profile: Profile, spec: AttackSpec, size: int, model_meta: dict, splits: Splits, split: str = "test",
+def set_settings(cfg: EvalConfig, spec: AttackSpec) -> dict:
+    """An attack set's settings: the preset (`cfg.preset`) of its attack, then the spec's own overrides."""
+    return {**_preset(spec, cfg.preset).settings, **(spec.settings or {})}
+
+
+def set_key(cfg: EvalConfig, spec: AttackSpec, size: int, model_meta: dict, splits: Splits, split: str = "test",
             picked: list[int] | None = None) -> str:
     """The stage key of an attack set: what it attacks, how, on which images (not where it was computed)."""
-    # the box enters only where it is not MNIST's (a user's data), so every MNIST set keeps its key
-    return stage_key("attack-set", spec.key, set_settings(profile, spec), size, profile.eval.target_seed,
+    # the box enters only where it is not MNIST's (a user's data), so every MNIST set keeps its key; a user's
+    # attack function enters by its name
+    return stage_key("attack-set", spec.key, set_settings(cfg, spec), size, cfg.target_seed,
                      model_meta["sha256"], splits.sha256, *(() if split == "test" else (split,)),
                      *(() if tuple(splits.box) == BOX else (list(splits.box),)),
-                     *(() if picked is None else (picked,)))
+                     *(() if picked is None else (picked,)),
+                     *(() if isinstance(spec.attack, str) else (_preset(spec, cfg.preset).attack,)))
 
 
-def set_inputs(profile: Profile, spec: AttackSpec, splits: Splits, size: int, split: str = "test",
+def set_inputs(cfg: EvalConfig, spec: AttackSpec, splits: Splits, size: int, split: str = "test",
                picked: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(x, y, target) of an attack set: the first `size` images of `split` (those at `picked` among them)."""
     x, y = splits.split(split, size)
     if picked is not None:
         x, y = x[picked], y[picked]
-    return x, y, (random_targets(y, splits.classes, profile.eval.target_seed) if spec.targeted else None)
+    return x, y, (random_targets(y, splits.classes, cfg.target_seed) if spec.targeted else None)
 
 
 def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: dict, out: Path,
@@ -102,6 +112,15 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
     first images of `split` (test), under out/<subdir>/; key -> (arrays, sidecar). `n` overrides the profile's set
     sizes; `baseline` picks the baseline's CW-L2 size. `indices` (positions among those first images) attacks only
     them, e.g. the ones earlier attacks left standing; the set then holds just those, in that order."""
+    return build_sets(profile.eval, splits, model, model_meta, out, timings, specs, subdir,
+                      [n or set_size(profile, spec, baseline) for spec in specs], split, indices)
+
+
+def build_sets(cfg: EvalConfig, splits: Splits, model: nn.Module, model_meta: dict, out: Path, timings: dict,
+               specs: list[AttackSpec], subdir: str, sizes: list[int], split: str = "test",
+               indices: torch.Tensor | None = None) -> dict[str, tuple[dict, dict]]:
+    """`attack_sets` given the attack presets and target seed (`cfg`) and each set's size: what the adaptive suite
+    calls, with no profile."""
     picked = indices.tolist() if indices is not None else None
     if distributed.active():
         # survivor indices come from each rank's own predictions; rank 0's (whose results are reported) decide, so
@@ -110,18 +129,18 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
         if mine != picked:
             log.warning("rank %d: its images to attack differ from rank 0's; rank 0's taken", distributed.rank())
     sets = {}
-    for order, spec in enumerate(specs):
-        size = n or set_size(profile, spec, baseline)
-        preset = get_preset(spec.attack, profile.eval.preset)
-        settings = set_settings(profile, spec)
+    for order, (spec, size) in enumerate(zip(specs, sizes, strict=True)):
+        preset = _preset(spec, cfg.preset)
+        settings = set_settings(cfg, spec)
         note = preset.note + (f"; here {spec.settings}" if spec.settings else "")
         path = out / subdir / f"{spec.key}.npz"
-        key = set_key(profile, spec, size, model_meta, splits, split, picked)
+        key = set_key(cfg, spec, size, model_meta, splits, split, picked)
         distributed.barrier()          # under torchrun every rank decides on the same files
         if not is_valid(path, key):
             began = time.perf_counter()
-            x, y, target = set_inputs(profile, spec, splits, size, split, picked)
-            attack, desc = get_attack(spec.attack), f"{spec.title} ({subdir})"
+            x, y, target = set_inputs(cfg, spec, splits, size, split, picked)
+            attack = spec.attack if callable(spec.attack) else get_attack(spec.attack)
+            desc = f"{spec.title} ({subdir})"
             # a set of several shards is built shard by shard on disk, so a stopped run keeps its finished shards;
             # shards already there (torchrun's ranks, bench/reference_sets.py's GPU workers) are reused
             if distributed.active() or len(x) > SHARD or (path.parent / ".parts" / key).is_dir():
@@ -144,9 +163,9 @@ def attack_sets(profile: Profile, splits: Splits, model: nn.Module, model_meta: 
             seconds = time.perf_counter() - began
             if distributed.is_main():
                 save_set(path, x, y, target, result, {
-                    "key": key, "attack": spec.attack, "targeted": spec.targeted, "preset": preset.name,
+                    "key": key, "attack": preset.attack, "targeted": spec.targeted, "preset": preset.name,
                     "preset_note": note, "settings": settings, "n": size, "seconds": seconds,
-                    "target_seed": profile.eval.target_seed, "model_sha256": model_meta["sha256"], "split": split,
+                    "target_seed": cfg.target_seed, "model_sha256": model_meta["sha256"], "split": split,
                     **shards,
                     **({} if picked is None else {"indices": picked})})
                 shutil.rmtree(path.parent / ".parts" / key, ignore_errors=True)

@@ -33,8 +33,6 @@ from reabsnet.runtime import seed_everything
 from reabsnet.stages import cached_model, run_dir
 from reabsnet.train.loop import fit, predict_logits
 
-REJECT = 10   # JointLogits' "rejected" class for a 10-class master
-
 
 def joint_pgd(master: nn.Module, guardian: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
               threshold: float, gen: torch.Generator) -> torch.Tensor:
@@ -45,7 +43,9 @@ def joint_pgd(master: nn.Module, guardian: nn.Module, x: torch.Tensor, y: torch.
     x_adv = (x + _random_start(x, eps, "linf", gen)).clamp(*BOX)
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(outcome_loss(joint(x_adv), y, "ce", REJECT).sum(), x_adv)
+        logits = joint(x_adv)
+        # the joint logits' last class is "rejected"
+        (grad,) = torch.autograd.grad(outcome_loss(logits, y, "ce", logits.shape[1] - 1).sum(), x_adv)
         x_adv = (x + _project(x_adv.detach() + step * grad.sign() - x, eps, "linf")).clamp(*BOX)
     return x_adv.detach()
 

@@ -21,7 +21,7 @@ from reabsnet.artifacts import stage_key
 from reabsnet.attacks import BOX, pgd
 from reabsnet.data import Splits
 from reabsnet.models import create_model, place
-from reabsnet.profiles import BaselineConfig, Profile, keyed
+from reabsnet.profiles import PROFILES, BaselineConfig, Profile, keyed
 from reabsnet.rates import rate
 from reabsnet.runtime import seed_everything
 from reabsnet.stages import SHIPPED_MODELS, cached_model, run_dir, shipped_dir
@@ -110,11 +110,16 @@ def evaluate_baseline(model: nn.Module, splits: Splits, cfg: BaselineConfig, che
             "seconds": time.perf_counter() - began}
 
 
+EVAL_ONLY = ("eval_images", "eval_restarts")      # what `evaluate_baseline` measures, not how it trains
+
+
 def baseline_key(profile: Profile, method: str, data_sha256: str) -> str:
     """The baseline's stage key. It digests the resolved method, with the config's `method` field as "auto" (the
     value every shipped baseline was made with): an explicit "short-pgd" then reuses the shipped CPU baseline on a
     GPU too, where "auto" means Madry's 91-epoch recipe."""
-    cfg = dataclasses.replace(profile.baseline, method="auto")
+    named = PROFILES[profile.name].baseline if profile.name in PROFILES else profile.baseline
+    # evaluation-only settings never re-key the network: the key holds the named profile's values of them
+    cfg = dataclasses.replace(profile.baseline, method="auto", **{f: getattr(named, f) for f in EVAL_ONLY})
     return stage_key("madry", keyed(cfg), method, profile.seed, data_sha256)
 
 
@@ -154,5 +159,10 @@ def train_madry(profile: Profile, splits: Splits, device: torch.device, home: st
                                     "seconds": seconds},
                        "metrics": evaluate_baseline(model, splits, cfg, train_cfg.check_size)}
 
-    return cached_model(out / "madry.safetensors", key, build, device,
-                        shipped_dir(splits.name, profile.trained_as, shipped))
+    model, meta = cached_model(out / "madry.safetensors", key, build, device,
+                               shipped_dir(splits.name, profile.trained_as, shipped))
+    measured = meta["metrics"]
+    if (measured.get("n"), measured.get("restarts")) != (min(cfg.eval_images, len(splits.test_y)), cfg.eval_restarts):
+        # a reused network measured at other evaluation settings: measured again at these (not stored)
+        meta = {**meta, "metrics": evaluate_baseline(model, splits, cfg, train_cfg.check_size)}
+    return model, meta

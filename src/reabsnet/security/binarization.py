@@ -34,12 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reabsnet.attacks import BOX, apgd, orthogonal_pgd, pgd, square
+from reabsnet.attacks import BOX, get_attack, pgd
 from reabsnet.attacks.adaptive import JointLogits
 from reabsnet.attacks.common import Box, frozen
 from reabsnet.defense import ReabsNet
 from reabsnet.errors import ReabsnetError
 from reabsnet.rates import wilson
+from reabsnet.security.suite import REJECTING, Budget, Suite
 
 PASS_RATE = 0.95      # an attack passes when it finds the example that must exist on at least this share of images
 
@@ -233,55 +234,18 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
     accepts one; this guardian flags every dense random point at L-inf 0.3 (it was trained on perturbed digits),
     so candidates also include sparse surface points (SPARSE pixels moved), and the densest accepted one is used.
     """
-    if policy not in DEFAULTS:
-        raise ReabsnetError(f"policy {policy!r}: choose {', '.join(DEFAULTS)}")
-    if policy != "classifier" and guardian is None:
-        raise ReabsnetError(f"policy {policy}: needs a guardian")
-    if inverted and policy != "reject":
-        raise ReabsnetError("the inverted test applies to the reject policy")
-    if norm not in ("linf", "l2"):
-        raise ReabsnetError(f"norm {norm!r}: choose linf or l2")
+    _refuse(policy, guardian, inverted, norm, x, eps)
     chosen = {"n_inner": n_inner, "n_boundary": n_boundary, "far_off": far_off, "closeness": closeness}
     cfg = {k: DEFAULTS[policy][k] if v is None else v for k, v in chosen.items()}
-    if len(x) > 1:
-        p = float("inf") if norm == "linf" else 2.0
-        gaps = torch.cdist(x.flatten(1), x.flatten(1), p=p) + torch.eye(len(x), device=x.device) * 1e9
-        if gaps.min() <= 2 * eps:
-            raise ReabsnetError(f"two test images lie within {2 * eps:g} of each other ({norm}): their balls "
-                                "overlap; test them in separate calls")
     gen = torch.Generator().manual_seed(seed)
     accepted = (Inverted(guardian) if inverted else guardian) if guardian is not None else None
-
-    def passes(points: torch.Tensor) -> torch.Tensor:
-        """(N, k, ...) -> (N, k): the guardian (inverted or not) accepts the point."""
-        p = _batched(lambda v: accepted(v).softmax(1)[:, 1], points.reshape(-1, *points.shape[2:]))
-        return (p <= threshold).view(points.shape[:2])
-
-    rows = torch.arange(len(x), device=x.device)
     inner = torch.cat([x.unsqueeze(1), _inner(x, cfg["n_inner"], (1 - gap) * eps, norm, box, gen)], 1)
-    valid = torch.ones(len(x), dtype=torch.bool, device=x.device)
     if policy == "reject":
-        # the master's PGD examples moved onto the surface (the normal test: n_boundary - 1 of them and one
-        # surface point the guardian accepts; the inverted test: one, which the guardian flags, among random ones)
-        k_adv = 1 if inverted else cfg["n_boundary"] - 1
-        xs = x.unsqueeze(1).expand(-1, k_adv, *x.shape[1:]).reshape(-1, *x.shape[1:])
-        with torch.no_grad():
-            y_master = master(x).argmax(1).repeat_interleave(k_adv)
-        adv = pgd(master, xs, y_master, eps=eps, norm=norm, step_size=eps / 4, steps=10, loss="margin",
-                  early_stop=False, seed=seed, box=box).x_adv
-        adv = _to_radius(xs, adv - xs, torch.full((len(xs),), eps, device=x.device), norm, box)
-        adv = adv.view(len(x), k_adv, *x.shape[1:])
-        if inverted:
-            valid = passes(adv)[:, 0]
-            boundary = torch.cat([adv, _surface(x, cfg["n_boundary"] - 1, eps, norm, box, gen)], 1)
-        else:
-            pool = torch.cat([_surface(x, 10, eps, norm, box, gen)]
-                             + [_surface(x, 10, eps, norm, box, gen, pixels=k) for k in reversed(SPARSE)], 1)
-            ok = passes(pool)
-            valid = ok.any(1)
-            boundary = torch.cat([adv, pool[rows, ok.float().argmax(1)].unsqueeze(1)], 1)   # the densest accepted
+        boundary, valid = _reject_boundary(master, accepted, x, cfg["n_boundary"], eps, norm, threshold, inverted,
+                                           box, seed, gen)
     else:
         boundary = _surface(x, cfg["n_boundary"], eps, norm, box, gen)
+        valid = torch.ones(len(x), dtype=torch.bool, device=x.device)
     parts = [inner, boundary] + ([_surface(x, 1, cfg["far_off"] * eps, norm, box, gen)] if cfg["far_off"] else [])
     points = torch.cat(parts, 1)
     labels = torch.cat([torch.zeros(inner.shape[1]), torch.ones(points.shape[1] - inner.shape[1])]).long()
@@ -292,21 +256,7 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
     weight, bias, separated = fit_readouts(_features(features, points).cpu(), labels, cfg["closeness"])
     weight, bias = weight.to(x.device), bias.to(x.device)
     head = Binarized(features, weight, bias, x, norm).eval()
-    if policy == "classifier":
-        views = {"classifier": head}
-        judge = head
-    elif policy == "reject":
-        views = {"joint": JointLogits(head, accepted, threshold).eval()}
-        judge = views["joint"]
-    else:
-        views = {"pipeline": head, "joint": JointLogits(Binarized(Penultimate(master), weight, bias, x, norm),
-                                                        guardian, threshold).eval()}
-        settings = modifier or {}
-        if settings.get("norm", "l2") == "l2" and not settings.get("extra_steps"):   # unrolling: the paper's step
-            unrolled = ReabsNet(Penultimate(master), guardian, threshold=threshold, box=box, backward="unrolled",
-                                **(modifier or {})).eval()
-            views["unrolled"] = Binarized(unrolled, weight, bias, x, norm).eval()
-        judge = head
+    views, judge = _views(policy, head, master, guardian, accepted, weight, bias, x, norm, threshold, box, modifier)
 
     def wins(candidates: torch.Tensor) -> torch.Tensor:
         won = _batched(lambda v: judge(v).argmax(1) == 1, candidates.reshape(-1, *x.shape[1:]))
@@ -318,29 +268,106 @@ def binarize(policy: str, master: nn.Module, x: torch.Tensor, *, eps: float, nor
                  random_success=wins(_surface(x, n_random, eps, norm, box, gen)) & usable)
 
 
+def _refuse(policy: str, guardian, inverted: bool, norm: str, x: torch.Tensor, eps: float) -> None:
+    """`binarize`'s arguments, each refused in one line where they cannot make a test."""
+    if policy not in DEFAULTS:
+        raise ReabsnetError(f"policy {policy!r}: choose {', '.join(DEFAULTS)}")
+    if policy != "classifier" and guardian is None:
+        raise ReabsnetError(f"policy {policy}: needs a guardian")
+    if inverted and policy != "reject":
+        raise ReabsnetError("the inverted test applies to the reject policy")
+    if norm not in ("linf", "l2"):
+        raise ReabsnetError(f"norm {norm!r}: choose linf or l2")
+    if len(x) > 1:
+        p = float("inf") if norm == "linf" else 2.0
+        gaps = torch.cdist(x.flatten(1), x.flatten(1), p=p) + torch.eye(len(x), device=x.device) * 1e9
+        if gaps.min() <= 2 * eps:
+            raise ReabsnetError(f"two test images lie within {2 * eps:g} of each other ({norm}): their balls "
+                                "overlap; test them in separate calls")
+
+
+def _reject_boundary(master: nn.Module, accepted: nn.Module, x: torch.Tensor, n_boundary: int, eps: float,
+                     norm: str, threshold: float, inverted: bool, box: Box, seed: int, gen: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reject policy's class-1 points and the images whose task can be built: the master's PGD examples moved
+    onto the surface (the normal test: n_boundary - 1 of them and one surface point the guardian accepts; the
+    inverted test: one, which the guardian flags, among random ones)."""
+    def passes(points: torch.Tensor) -> torch.Tensor:
+        """(N, k, ...) -> (N, k): the guardian (inverted or not) accepts the point."""
+        p = _batched(lambda v: accepted(v).softmax(1)[:, 1], points.reshape(-1, *points.shape[2:]))
+        return (p <= threshold).view(points.shape[:2])
+
+    k_adv = 1 if inverted else n_boundary - 1
+    xs = x.unsqueeze(1).expand(-1, k_adv, *x.shape[1:]).reshape(-1, *x.shape[1:])
+    with torch.no_grad():
+        y_master = master(x).argmax(1).repeat_interleave(k_adv)
+    adv = pgd(master, xs, y_master, eps=eps, norm=norm, step_size=eps / 4, steps=10, loss="margin",
+              early_stop=False, seed=seed, box=box).x_adv
+    adv = _to_radius(xs, adv - xs, torch.full((len(xs),), eps, device=x.device), norm, box)
+    adv = adv.view(len(x), k_adv, *x.shape[1:])
+    if inverted:
+        return torch.cat([adv, _surface(x, n_boundary - 1, eps, norm, box, gen)], 1), passes(adv)[:, 0]
+    pool = torch.cat([_surface(x, 10, eps, norm, box, gen)]
+                     + [_surface(x, 10, eps, norm, box, gen, pixels=k) for k in reversed(SPARSE)], 1)
+    ok = passes(pool)
+    rows = torch.arange(len(x), device=x.device)
+    return torch.cat([adv, pool[rows, ok.float().argmax(1)].unsqueeze(1)], 1), ok.any(1)   # the densest accepted
+
+
+def _views(policy: str, head: nn.Module, master: nn.Module, guardian, accepted, weight, bias, x: torch.Tensor,
+           norm: str, threshold: float, box: Box, modifier: dict | None) -> tuple[dict[str, nn.Module], nn.Module]:
+    """The binarized defense as each attack of the policy sees it, and the judge of success."""
+    if policy == "classifier":
+        return {"classifier": head}, head
+    if policy == "reject":
+        joint = JointLogits(head, accepted, threshold).eval()
+        return {"joint": joint}, joint
+    views = {"pipeline": head, "joint": JointLogits(Binarized(Penultimate(master), weight, bias, x, norm),
+                                                    guardian, threshold).eval()}
+    settings = modifier or {}
+    if settings.get("norm", "l2") == "l2" and not settings.get("extra_steps"):   # unrolling: the paper's step
+        unrolled = ReabsNet(Penultimate(master), guardian, threshold=threshold, box=box, backward="unrolled",
+                            **settings).eval()
+        views["unrolled"] = Binarized(unrolled, weight, bias, x, norm).eval()
+    return views, head
+
+
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# each policy's test runs these steps of the suite (security.suite), under the names its reports give them; on a
+# two-class readout (three classes with the joint model's "rejected") DLR is undefined, so every APGD runs on
+# cross-entropy
+BINARIZED = {"classifier": {"APGD-CE": "baseline-apgd-ce", "Square": "baseline-square"},
+             "reject": {"joint APGD-CE": "joint-apgd-ce", "joint Square": "joint-square",
+                        "Orthogonal PGD": "joint-orthogonal-pgd"},
+             "revise": {"BPDA APGD-CE": "bpda-apgd-ce", "unrolled APGD-CE": "unrolled-apgd-dlr",
+                        "joint APGD-CE": "joint-apgd-ce"}}
+# the suite's networks, as the binarized defense offers them
+VIEWS = {"baseline": "classifier", "baseline-ce": "classifier", "joint": "joint", "joint-ce": "joint",
+         "bpda": "pipeline", "bpda-ce": "pipeline", "unrolled": "unrolled"}
+SEEDED = ("apgd", "square")       # the attacks with a random start or random squares
 
 
 def suite_attacks(policy: str, eps: float, norm: str = "linf", steps: int = 100, queries: int = 5000,
                   seed: int = 0) -> dict[str, tuple[str, Attack]]:
-    """The adaptive suite's main attacks on each policy, by name -> (the view they attack, the attack): every one
-    the unchanged function the suite runs, with its budget (a two-class readout, three classes with the
-    joint model's "rejected", leaves DLR undefined: cross-entropy)."""
-    common = {"eps": eps, "norm": norm, "seed": seed}
+    """The suite's steps each policy's test runs (BINARIZED), by name -> (the view they attack, the attack): each
+    step's own attack function with its budget at `steps` and `queries` (one restart), cross-entropy for APGD."""
+    budget = Budget(steps=steps, restarts=1, queries=queries, pipeline_queries=queries)
+    suite = Suite.standard()
+    out = {}
+    for name, step_name in BINARIZED[policy].items():
+        step = suite.only(step_name).steps[0]
+        settings = {**step.resolved(budget), "eps": eps, "norm": norm,
+                    **({"loss": "ce"} if step.attack == "apgd" else {}),
+                    **({"reject": 2} if step.network in REJECTING else {}),
+                    **({"seed": seed} if step.attack in SEEDED else {})}
+        out[name] = (VIEWS[step.network], _attack(get_attack(step.attack), settings))
+    return out
 
-    def apgd_on(loss: str, reject: int | None = None) -> Attack:
-        return lambda m, x, y: apgd(m, x, y, loss=loss, steps=steps, reject=reject, **common).x_adv
 
-    if policy == "classifier":
-        return {"APGD-CE": ("classifier", apgd_on("ce")),
-                "Square": ("classifier", lambda m, x, y: square(m, x, y, queries=queries, **common).x_adv)}
-    if policy == "reject":
-        return {"joint APGD-CE": ("joint", apgd_on("ce", 2)),
-                "joint Square": ("joint", lambda m, x, y: square(m, x, y, queries=queries, reject=2, **common).x_adv),
-                "Orthogonal PGD": ("joint", lambda m, x, y: orthogonal_pgd(m, x, y, eps=eps, norm=norm, steps=steps,
-                                                                           reject=2).x_adv)}
-    return {"BPDA APGD-CE": ("pipeline", apgd_on("ce")), "unrolled APGD-CE": ("unrolled", apgd_on("ce")),
-            "joint APGD-CE": ("joint", apgd_on("ce", 2))}
+def _attack(attack: Callable, settings: dict) -> Attack:
+    return lambda m, x, y: attack(m, x, y, **settings).x_adv
 
 
 def binarization_test(setup: Setup, x: torch.Tensor, attacks: dict[str, tuple[str, Attack]], eps: float,
@@ -409,4 +436,29 @@ def run_tests(master: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "li
                                                         seed=seed).items() if a[0] in setup.views}
         results = binarization_test(setup, x, attacks, eps, norm, box)
         out[policy] = summary(setup, results)
+    return out
+
+
+def binarization_tests(defense: ReabsNet | None, classifiers: dict[str, nn.Module], x: torch.Tensor,
+                       bounds: list[tuple[str, float]], count: int, steps: int, queries: int, box: Box) -> dict:
+    """The binarization test at each bound of an adaptive evaluation, on the first `count` images of x whose balls
+    are disjoint: on the defense the reject policy (and its inverted control) and ReabsNet; on each plain network
+    of `classifiers` (by its report name) the classifier test."""
+    out = {}
+    for norm, eps in bounds:
+        idx = well_apart(x, eps, norm, count)
+        some = defense.master if defense is not None else next(iter(classifiers.values()))
+        xs = x[idx].to(next(some.parameters()).device)
+        tests = {}
+        budget = {"eps": eps, "norm": norm, "steps": steps, "queries": queries, "box": box}
+        if defense is not None:
+            d = defense
+            modifier = {"revise_to": d.revise_to, "overshoot": d.overshoot, "max_iter": d.max_iter, "norm": d.norm,
+                        "extra_steps": d.extra_steps}
+            tests["ReabsNet"] = run_tests(d.master, xs, guardian=d.guardian, threshold=d.threshold,
+                                          policies=("reject", "reject-inverted", "revise"), modifier=modifier,
+                                          **budget)
+        for name, net in classifiers.items():
+            tests[name] = run_tests(net, xs, **budget)
+        out[f"{norm} {eps:g}"] = {"images": len(idx), "tests": tests}
     return out

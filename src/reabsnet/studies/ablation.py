@@ -36,16 +36,22 @@ from reabsnet import data
 from reabsnet.attacks import JointLogits
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
-from reabsnet.evaluation.adaptive import REJECT, apgd_spec, digest
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER, attack_sets, median
 from reabsnet.evaluation.stats import rate
 from reabsnet.profiles import Profile, with_preset
+from reabsnet.rates import cell, fmt
+from reabsnet.security.api import profile_budget
+from reabsnet.security.engine import step_spec
+from reabsnet.security.networks import digest
+from reabsnet.security.suite import Suite
 from reabsnet.stages import SHIPPED_MODELS, run_dir
 from reabsnet.train import train_master
 from reabsnet.train.guardian import train_guardian
 from reabsnet.train.loop import predict_logits
 
 log = logging.getLogger(__name__)
+
+CI = ".2f"       # the ablation's tables give the 95% intervals to two decimals
 
 GUARDIAN_EPOCHS = (1, 3)         # factor b, beside the profile's own epochs
 REVISE_TO = (0.9, 0.99)          # factor e, beside the profile's revise_to
@@ -121,6 +127,99 @@ def _spread(cells: list[dict], key: str) -> dict:
         if values else {"mean": None, "min": None, "max": None, "seeds": 0}
 
 
+def _guardians(profile: Profile, splits: Splits, device, home, shipped, master, master_meta: dict, plain,
+               plain_meta: dict, cw_train: dict, built: dict) -> tuple[dict[str, dict], list[str], list[dict]]:
+    """Every guardian variant of every seed, trained or reused, seed by seed (so a short run has every variant);
+    those not built (only_built) and those that did not train are listed apart."""
+    cfg = profile.ablation
+    guardians: dict[str, dict] = {}
+    missing: list[str] = []
+    untrained: list[dict] = []
+    for seed in range(profile.seed, profile.seed + cfg.seeds):   # seed by seed, so a short run has every variant
+        for v in guardian_variants(profile):
+            g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(
+                profile.guardian.train, epochs=v.get("epochs", profile.guardian.train.epochs)))
+            variant = dataclasses.replace(profile, seed=seed, guardian=g_cfg)
+            own = (plain, plain_meta) if v.get("undistilled") else (master, master_meta)
+            name = "guardian" if (seed, v["factor"]) == (profile.seed, "profile") else \
+                f"ablation/guardian-s{seed}-{v['tag']}"
+            trained = train_guardian(
+                variant, splits, *own, device, home, shipped, name, architecture=v.get("architecture", "guardian"),
+                data=v.get("data", "deepfool"), extra_sets=cw_train if v.get("cw_data") else None,
+                data_dir="ablation/guardian-data-undistilled" if v.get("undistilled") else "guardian-data",
+                only_built=cfg.only_built)
+            if trained is None:
+                missing.append(f"seed {seed}, {v['setting']}")
+                log.info("ablation: guardian seed %d, %s not built; left out (only_built)", seed, v["setting"])
+                continue
+            guardian, g_meta = trained
+            built[f"guardian seed {seed}, {v['setting']} (training)"] = g_meta["training"]["seconds"]
+            if g_meta["metrics"]["val_accuracy"] < UNTRAINED:   # a constant predictor is no guardian to revise by
+                untrained.append({"guardian": f"s{seed}-{v['tag']}", "seed": seed, "setting": v["setting"],
+                                  "val_accuracy": g_meta["metrics"]["val_accuracy"],
+                                  "train_loss": g_meta["training"]["train_loss"]})
+                log.info("ablation: guardian seed %d, %s did not train (validation accuracy %.3f); left out", seed,
+                         v["setting"], g_meta["metrics"]["val_accuracy"])
+                continue
+            guardians[f"s{seed}-{v['tag']}"] = {**v, "seed": seed, "model": guardian, "meta": g_meta,
+                                                "master": own[0], "master_meta": own[1]}
+
+    return guardians, missing, untrained
+
+
+def pipeline(g: dict, mod: dict, m) -> ReabsNet:
+    """ReabsNet on a guardian variant's master with the modifier `m` (the profile's) changed as `mod` says."""
+    return ReabsNet(g["master"], g["model"], threshold=m.threshold,
+                    revise_to=max(mod.get("revise_to", m.revise_to), m.threshold), overshoot=m.overshoot,
+                    max_iter=m.max_iter, norm=mod.get("norm", m.norm),
+                    extra_steps=mod.get("extra_steps", m.extra_steps)).eval()
+
+
+def _cells(profile: Profile, guardians: dict, sets: dict, plain_sets: dict, built: dict) -> list[dict]:
+    """Every cell: each guardian (and, for the profile's, each modifier variant) against each group of sets."""
+    cfg, m = profile.ablation, profile.modifier
+    cells = []
+    for gkey, g in guardians.items():
+        mods = [{}] + (modifier_variants(profile) if g["factor"] == "profile" else [])
+        for mod in mods:
+            defended = pipeline(g, mod, m)
+            for set_name, group in (plain_sets if g.get("undistilled") else sets).items():
+                if mod and set_name.endswith("same images"):
+                    continue
+                factor, setting = (mod["factor"], mod["setting"]) if mod else (g["factor"], g["setting"])
+                if factor == "profile" and (set_name == cfg.reference_preset or set_name.endswith("same images")):
+                    factor = "a"
+                began_c = time.perf_counter()
+                row = {"guardian": gkey, "seed": g["seed"], "epochs": g.get("epochs", profile.guardian.train.epochs),
+                       "factor": factor, "setting": setting, "modifier": mod, "preset": set_name,
+                       "guardian_val_accuracy": g["meta"]["metrics"]["val_accuracy"],
+                       "attacks": {k: defend(defended, arrays) for k, (arrays, _) in group.items()}}
+                row["seconds"] = time.perf_counter() - began_c
+                built[f"cell {gkey}, {setting}, {set_name} sets (evaluation)"] = row["seconds"]
+                cells.append(row)
+                log.info("ablation %s %s (%s): %s", gkey, setting, set_name,
+                         ", ".join(f"{k} {v['reabsnet']['rate']:.3f}" for k, v in row["attacks"].items()))
+
+    return cells
+
+
+def _adaptive(profile: Profile, splits: Splits, guardians: dict, out: Path, timings: dict, built: dict) -> dict:
+    """Joint APGD-DLR at L-inf 0.1 against every guardian: no variant may buy the oblivious table with nothing."""
+    cfg, m = profile.ablation, profile.modifier
+    adaptive = {}
+    for gkey, g in guardians.items():   # no variant may buy the oblivious table with nothing
+        joint = JointLogits(g["master"], g["model"], m.threshold).eval()
+        step = Suite.standard().only("joint-apgd-dlr").steps[0]
+        spec = step_spec(step, profile_budget(profile), splits.classes, "linf", 0.1)
+        meta = digest(g["master_meta"], g["meta"], extra=("joint", m.threshold))
+        arrays, a_meta = attack_sets(profile, splits, joint, meta, out, timings, specs=[spec],
+                                     subdir=f"adaptive/{gkey}", n=cfg.n_adaptive)[spec.key]
+        built[f"adaptive joint APGD-DLR, guardian {gkey}"] = a_meta["seconds"]
+        adaptive[gkey] = rate(pipeline(g, {}, m).predict_batches(arrays["x_adv"]).label == arrays["y"])
+
+    return adaptive
+
+
 def ablate(profile: Profile, device: torch.device, home: str | Path | None = None, command: str = "",
            shipped: Path | None = SHIPPED_MODELS) -> tuple[Path, dict]:
     """Run (or resume) every ablation cell; returns (the ablation directory, the results)."""
@@ -171,77 +270,10 @@ def ablate(profile: Profile, device: torch.device, home: str | Path | None = Non
                           "device": meta.get("device", "cpu"), "seconds": meta["seconds"]}
                       for k, (arrays, meta) in cw_train.items()}
 
-    m = profile.modifier
-    guardians: dict[str, dict] = {}
-    missing: list[str] = []
-    untrained: list[dict] = []
-    for seed in range(profile.seed, profile.seed + cfg.seeds):   # seed by seed, so a short run has every variant
-        for v in guardian_variants(profile):
-            g_cfg = dataclasses.replace(profile.guardian, train=dataclasses.replace(
-                profile.guardian.train, epochs=v.get("epochs", profile.guardian.train.epochs)))
-            variant = dataclasses.replace(profile, seed=seed, guardian=g_cfg)
-            own = (plain, plain_meta) if v.get("undistilled") else (master, master_meta)
-            name = "guardian" if (seed, v["factor"]) == (profile.seed, "profile") else \
-                f"ablation/guardian-s{seed}-{v['tag']}"
-            trained = train_guardian(
-                variant, splits, *own, device, home, shipped, name, architecture=v.get("architecture", "guardian"),
-                data=v.get("data", "deepfool"), extra_sets=cw_train if v.get("cw_data") else None,
-                data_dir="ablation/guardian-data-undistilled" if v.get("undistilled") else "guardian-data",
-                only_built=cfg.only_built)
-            if trained is None:
-                missing.append(f"seed {seed}, {v['setting']}")
-                log.info("ablation: guardian seed %d, %s not built; left out (only_built)", seed, v["setting"])
-                continue
-            guardian, g_meta = trained
-            built[f"guardian seed {seed}, {v['setting']} (training)"] = g_meta["training"]["seconds"]
-            if g_meta["metrics"]["val_accuracy"] < UNTRAINED:   # a constant predictor is no guardian to revise by
-                untrained.append({"guardian": f"s{seed}-{v['tag']}", "seed": seed, "setting": v["setting"],
-                                  "val_accuracy": g_meta["metrics"]["val_accuracy"],
-                                  "train_loss": g_meta["training"]["train_loss"]})
-                log.info("ablation: guardian seed %d, %s did not train (validation accuracy %.3f); left out", seed,
-                         v["setting"], g_meta["metrics"]["val_accuracy"])
-                continue
-            guardians[f"s{seed}-{v['tag']}"] = {**v, "seed": seed, "model": guardian, "meta": g_meta,
-                                                "master": own[0], "master_meta": own[1]}
-
-    def pipeline(g: dict, mod: dict) -> ReabsNet:
-        return ReabsNet(g["master"], g["model"], threshold=m.threshold,
-                        revise_to=max(mod.get("revise_to", m.revise_to), m.threshold), overshoot=m.overshoot,
-                        max_iter=m.max_iter, norm=mod.get("norm", m.norm),
-                        extra_steps=mod.get("extra_steps", m.extra_steps)).eval()
-
-    cells = []
-    for gkey, g in guardians.items():
-        mods = [{}] + (modifier_variants(profile) if g["factor"] == "profile" else [])
-        for mod in mods:
-            defended = pipeline(g, mod)
-            for set_name, group in (plain_sets if g.get("undistilled") else sets).items():
-                if mod and set_name.endswith("same images"):
-                    continue
-                factor, setting = (mod["factor"], mod["setting"]) if mod else (g["factor"], g["setting"])
-                if factor == "profile" and (set_name == cfg.reference_preset or set_name.endswith("same images")):
-                    factor = "a"
-                began_c = time.perf_counter()
-                row = {"guardian": gkey, "seed": g["seed"], "epochs": g.get("epochs", profile.guardian.train.epochs),
-                       "factor": factor, "setting": setting, "modifier": mod, "preset": set_name,
-                       "guardian_val_accuracy": g["meta"]["metrics"]["val_accuracy"],
-                       "attacks": {k: defend(defended, arrays) for k, (arrays, _) in group.items()}}
-                row["seconds"] = time.perf_counter() - began_c
-                built[f"cell {gkey}, {setting}, {set_name} sets (evaluation)"] = row["seconds"]
-                cells.append(row)
-                log.info("ablation %s %s (%s): %s", gkey, setting, set_name,
-                         ", ".join(f"{k} {v['reabsnet']['rate']:.3f}" for k, v in row["attacks"].items()))
-
-    adaptive = {}
-    for gkey, g in guardians.items():   # no variant may buy the oblivious table with nothing
-        joint = JointLogits(g["master"], g["model"], m.threshold).eval()
-        spec = apgd_spec("joint", "linf", 0.1, "dlr", profile.adaptive, REJECT)
-        meta = digest(g["master_meta"], g["meta"], extra=("joint", m.threshold))
-        arrays, a_meta = attack_sets(profile, splits, joint, meta, out, timings, specs=[spec],
-                                     subdir=f"adaptive/{gkey}", n=cfg.n_adaptive)[spec.key]
-        built[f"adaptive joint APGD-DLR, guardian {gkey}"] = a_meta["seconds"]
-        adaptive[gkey] = rate(pipeline(g, {}).predict_batches(arrays["x_adv"]).label == arrays["y"])
-
+    guardians, missing, untrained = _guardians(profile, splits, device, home, shipped, master, master_meta, plain,
+                                               plain_meta, cw_train, built)
+    cells = _cells(profile, guardians, sets, plain_sets, built)
+    adaptive = _adaptive(profile, splits, guardians, out, timings, built)
     results = {"profile": dataclasses.asdict(profile), "command": command, "data_sha256": splits.sha256,
                "master_sha256": master_meta["sha256"], "undistilled_master": {
                    "sha256": plain_meta["sha256"], "test_accuracy": plain_meta["metrics"]["test_accuracy"],
@@ -288,17 +320,6 @@ def summarize(cells: list[dict], profile: Profile) -> list[dict]:
     return rows
 
 
-def _r(r: dict | None) -> str:
-    if not r or not r.get("n"):
-        return "n/a"
-    lo, hi = r["ci95"]
-    return f"{r['rate']:.3f} ({r['k']}/{r['n']}; {lo:.2f}-{hi:.2f})"
-
-
-def _f(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def render(results: dict) -> str:
     prof = results["profile"]
     cfg = prof["ablation"]
@@ -324,30 +345,7 @@ def render(results: dict) -> str:
              "", "## Summary: ReabsNet's rate per factor setting (mean over seeds, min-max)", "",
              "| factor | setting | guardian val. accuracy | " + " | ".join(results["summary_attacks"]) + " |",
              "|---|---|---|" + "---|" * len(results["summary_attacks"])]
-    by_label: dict[str, dict] = {}
-    for row in results["summary"]:
-        by_label.setdefault(row["label"], {})[row["attack"]] = row
-    for name, attacks in by_label.items():
-        accs = next(iter(attacks.values()))["guardian_val_accuracy"]
-        cells = []
-        for a in results["summary_attacks"]:
-            s = attacks.get(a, {}).get("reabsnet")
-            fewer = f"; {s['seeds']} seed{'s' * (s['seeds'] > 1)}" if s and s["seeds"] < cfg["seeds"] else ""
-            cells.append("n/a" if not s or s["mean"] is None else
-                         f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f}{fewer})")
-        factor = next(iter(attacks.values())).get("factor", "")
-        lines.append(f"| {factor} | {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
-    lines.append("| | paper | - | " + " | ".join(_f(results["paper"].get(a)) for a in results["summary_attacks"])
-                 + " |")
-    for u in results.get("untrained_guardians", []):
-        lines += ["", f"**Did not train, left out:** guardian seed {u['seed']}, {u['setting']}: validation accuracy "
-                  f"{u['val_accuracy']:.3f} (chance 0.5; training loss by epoch "
-                  f"{', '.join(f'{v:.3f}' for v in u['train_loss'])}; ln 2 = 0.693 is the constant predictor). "
-                  "With the guardian's recipe it collapsed to a constant output; no revision can be measured with it."]
-    if results.get("missing_guardians"):
-        lines += ["", "Not built in this run (`ablation.only_built`), so left out of every row above and below: "
-                  + "; ".join(results["missing_guardians"]) + ". Rerunning the command without `only_built` trains "
-                  "them; everything built is reused."]
+    lines += _summary_rows(results, cfg["seeds"])
     lines += ["", "![ablation](ablation.png)", "", "## Factor a: attack strength (the master alone)", "",
               "Each set against the master it attacks (factor f's against the undistilled master; the training-image "
               "sets are factor c's guardian data).", "",
@@ -358,25 +356,13 @@ def render(results: dict) -> str:
         strength.append(("training images", results["strength_train"]))
     for name, group in strength:
         for key, s in group.items():
-            lines.append(f"| {key} | {name} | {s['preset_note']} | {_r(s['success'])} | {_f(s['median_l2'])} | "
-                         f"{_f(s['median_linf'])} | {_f(s['median_margin'])} | {s.get('device', 'cpu')} |")
+            lines.append(f"| {key} | {name} | {s['preset_note']} | {cell(s['success'], CI)} | {fmt(s['median_l2'])} | "
+                         f"{fmt(s['median_linf'])} | {fmt(s['median_margin'])} | {s.get('device', 'cpu')} |")
     if results.get("undistilled_master"):
         u = results["undistilled_master"]
         lines += ["", f"Factor f's master (not distilled, same recipe at T = 1): test accuracy "
                   f"{u['test_accuracy']:.4f} (the distilled master: {u['distilled_test_accuracy']:.4f})."]
-    if results.get("guardians"):
-        lines += ["", "## Guardians", "", "Every guardian trained for the ablation: validation accuracy (natural vs "
-                  "adversarial, on the validation split's DeepFool set of its master; the weights of the best epoch "
-                  "are kept) and its training set. A best epoch far before the last one marks a run that collapsed.",
-                  "", "| guardian | factor | setting | val. accuracy | best epoch | val. accuracy by epoch | "
-                  "training pairs |", "|---|---|---|---|---|---|---|"]
-        for k, g in results["guardians"].items():
-            t = g.get("train_set") or {}
-            kept = t.get("kept", 0) + sum(v.get("kept", 0) for v in t.values() if isinstance(v, dict))
-            by_epoch = ", ".join(f"{v:.3f}" for v in g.get("val_by_epoch") or [])
-            best = "-" if g.get("best_epoch") is None else g["best_epoch"] + 1
-            lines.append(f"| {k} | {g['factor']} | {g['setting']} | {g['val_accuracy']:.4f} | {best} | {by_epoch} | "
-                         f"{kept:,} |")
+    lines += _guardian_lines(results)
     lines += ["", "## Every cell", "",
               "Rates with counts and 95% Wilson intervals; 'revised right': of the inputs the guardian flagged, the "
               "fraction the master labels right after the revision.", "",
@@ -385,11 +371,12 @@ def render(results: dict) -> str:
     for c in results["cells"]:
         name = label(c, prof)
         for key, a in c["attacks"].items():
-            lines.append(f"| {c['guardian']} | {name} | {key} | {_r(a['reabsnet'])} | {_r(a['detection'])} | "
-                         f"{_r(a['revised_right'])} | {_f(a['revision_median_l2'])} |")
+            lines.append(f"| {c['guardian']} | {name} | {key} | {cell(a['reabsnet'], CI)} | "
+                         f"{cell(a['detection'], CI)} | {cell(a['revised_right'], CI)} | "
+                         f"{fmt(a['revision_median_l2'])} |")
     lines += ["", "## Adaptive robust accuracy at L-inf 0.1 (joint APGD-DLR on the first "
               f"{cfg['n_adaptive']} test images), per guardian", "", "| guardian | robust accuracy |", "|---|---|"]
-    lines += [f"| {g} | {_r(r)} |" for g, r in results["adaptive_linf_0.1"].items()]
+    lines += [f"| {g} | {cell(r, CI)} |" for g, r in results["adaptive_linf_0.1"].items()]
     lines += ["", "## Compute time", "",
               "Seconds each artifact took to build, whenever and wherever it was built (a set built in shards: "
               "the shards' seconds summed; the device in brackets where it was a GPU; the master and the "
@@ -412,3 +399,52 @@ def write(out: Path, results: dict) -> None:
     write_json_atomic(out / "ablation.json", results)
     ablation_bars(out / "ablation.png", results["summary"], results["paper"])
     write_bytes_atomic(out / "ABLATION.md", render(results).encode())
+
+
+def _summary_rows(results: dict, seeds: int) -> list[str]:
+    """The summary table's rows: ReabsNet's mean rate per factor setting over seeds, with the range."""
+    lines: list[str] = []
+    by_label: dict[str, dict] = {}
+    for row in results["summary"]:
+        by_label.setdefault(row["label"], {})[row["attack"]] = row
+    for name, attacks in by_label.items():
+        accs = next(iter(attacks.values()))["guardian_val_accuracy"]
+        cells = []
+        for a in results["summary_attacks"]:
+            s = attacks.get(a, {}).get("reabsnet")
+            fewer = f"; {s['seeds']} seed{'s' * (s['seeds'] > 1)}" if s and s["seeds"] < seeds else ""
+            cells.append("n/a" if not s or s["mean"] is None else
+                         f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f}{fewer})")
+        factor = next(iter(attacks.values())).get("factor", "")
+        lines.append(f"| {factor} | {name} | {', '.join(f'{v:.4f}' for v in accs)} | " + " | ".join(cells) + " |")
+    lines.append("| | paper | - | " + " | ".join(fmt(results["paper"].get(a)) for a in results["summary_attacks"])
+                 + " |")
+    for u in results.get("untrained_guardians", []):
+        lines += ["", f"**Did not train, left out:** guardian seed {u['seed']}, {u['setting']}: validation accuracy "
+                  f"{u['val_accuracy']:.3f} (chance 0.5; training loss by epoch "
+                  f"{', '.join(f'{v:.3f}' for v in u['train_loss'])}; ln 2 = 0.693 is the constant predictor). "
+                  "With the guardian's recipe it collapsed to a constant output; no revision can be measured with it."]
+    if results.get("missing_guardians"):
+        lines += ["", "Not built in this run (`ablation.only_built`), so left out of every row above and below: "
+                  + "; ".join(results["missing_guardians"]) + ". Rerunning the command without `only_built` trains "
+                  "them; everything built is reused."]
+    return lines
+
+
+def _guardian_lines(results: dict) -> list[str]:
+    """Every guardian trained for the ablation, with its validation accuracy by epoch."""
+    lines: list[str] = []
+    if results.get("guardians"):
+        lines += ["", "## Guardians", "", "Every guardian trained for the ablation: validation accuracy (natural vs "
+                  "adversarial, on the validation split's DeepFool set of its master; the weights of the best epoch "
+                  "are kept) and its training set. A best epoch far before the last one marks a run that collapsed.",
+                  "", "| guardian | factor | setting | val. accuracy | best epoch | val. accuracy by epoch | "
+                  "training pairs |", "|---|---|---|---|---|---|---|"]
+        for k, g in results["guardians"].items():
+            t = g.get("train_set") or {}
+            kept = t.get("kept", 0) + sum(v.get("kept", 0) for v in t.values() if isinstance(v, dict))
+            by_epoch = ", ".join(f"{v:.3f}" for v in g.get("val_by_epoch") or [])
+            best = "-" if g.get("best_epoch") is None else g["best_epoch"] + 1
+            lines.append(f"| {k} | {g['factor']} | {g['setting']} | {g['val_accuracy']:.4f} | {best} | {by_epoch} | "
+                         f"{kept:,} |")
+    return lines
