@@ -9,6 +9,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+OWN_MODEL = Path(__file__).resolve().parents[1] / "docs" / "own-model.md"
 
 
 def test_the_readme_has_its_python_blocks():
@@ -29,3 +30,9 @@ def test_readme_python_block_runs(index, home, monkeypatch, capsys):
         assert ours <= 0.1 and theirs >= 0.8, out
     if "outside the box" in BLOCKS[index]:
         assert "inputs lie outside the box (-0.5, 0.5)" in out
+
+
+def test_the_own_model_page_builds_the_suite_it_shows(capsys):
+    (block,) = re.findall(r"```python\n(.*?)```", OWN_MODEL.read_text(), flags=re.S)
+    exec(compile(block, "docs/own-model.md python block", "exec"), {"__name__": "docs"})
+    assert "['joint-apgd-ce', 'brighten', 'joint-square', 'baseline-apgd-ce']" in capsys.readouterr().out

@@ -87,7 +87,8 @@ def build_task(name: str, profile: Profile, device: torch.device, home=None,
             cw = suite.only("joint-cw-l2-t").steps[0]
             minimal_step(start(target, suite, setup), cw, target.view(cw.network), 0.0)
         else:
-            sanity_sets(setup, *target.view("joint-ce"))
+            top = max((e for norm, e in threats(profile.adaptive) if norm == "linf"), default=None)
+            sanity_sets(setup, *target.view("joint-ce"), single_eps=top)
     else:
         _, norm, eps, part = name.split()
         defended = build_reabsnet(profile, master, guardian) if part == "defense" else None

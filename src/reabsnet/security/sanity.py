@@ -11,21 +11,22 @@ from reabsnet.evaluation.stats import rate
 from reabsnet.security.engine import Run, Setup, eps_name
 
 
-def sanity_sets(setup: Setup, joint, joint_meta: dict, single_eps: float = 0.3) -> dict[str, tuple[dict, dict]]:
-    """The checks' two sets on the evaluation's images, against the joint logits in cross-entropy form:
-    "unbounded" (APGD-CE at L-inf eps the box's width: the whole box) and "single" (one APGD step at L-inf
-    `single_eps`, the largest L-inf bound evaluated)."""
+def sanity_sets(setup: Setup, joint, joint_meta: dict, single_eps: float | None) -> dict[str, tuple[dict, dict]]:
+    """The checks' sets on the evaluation's images, against the joint logits in cross-entropy form: "unbounded"
+    (APGD-CE at L-inf eps the box's width: the whole box) and "single" (one APGD step at L-inf `single_eps`, the
+    largest L-inf bound evaluated; none where there is no L-inf bound)."""
     b, splits = setup.budget, setup.splits
     reject, width = splits.classes, splits.box[1] - splits.box[0]
     unbounded = AttackSpec("joint-apgd-ce-linf-unbounded", "joint APGD-CE, unbounded", "apgd", False,
                            {"eps": width, "norm": "linf", "loss": "ce", "steps": b.steps, "restarts": b.restarts,
                             "reject": reject})
-    single = AttackSpec(f"joint-single-step-linf-{eps_name(single_eps)}", "joint single step", "apgd", False,
+    single = AttackSpec(f"joint-single-step-linf-{eps_name(single_eps or 0)}", "joint single step", "apgd", False,
                         {"eps": single_eps, "norm": "linf", "loss": "ce", "steps": 1, "restarts": 1,
                          "reject": reject})
-    built = build_sets(setup.sets, splits, joint, joint_meta, setup.out, setup.timings, [unbounded, single],
-                       "adaptive", [setup.n, setup.n])
-    return {"unbounded": built[unbounded.key], "single": built[single.key]}
+    specs = [unbounded, single] if single_eps is not None else [unbounded]
+    built = build_sets(setup.sets, splits, joint, joint_meta, setup.out, setup.timings, specs, "adaptive",
+                       [setup.n] * len(specs))
+    return {"unbounded": built[unbounded.key], **({"single": built[single.key]} if single_eps is not None else {})}
 
 
 def sanity_checks(run: Run, results: dict, bounds: list[tuple[str, float]]) -> dict:
@@ -33,7 +34,7 @@ def sanity_checks(run: Run, results: dict, bounds: list[tuple[str, float]]) -> d
     loss trace at the smallest bound (MNIST: L-inf 0.1)."""
     joint, joint_meta = run.target.view("joint-ce")
     top = max((e for v, e in bounds if v == "linf"), default=None)
-    sets = sanity_sets(run.setup, joint, joint_meta, single_eps=top or 0.3)
+    sets = sanity_sets(run.setup, joint, joint_meta, single_eps=top)
     checks = {"monotone": monotone(results, bounds), "unbounded": unbounded(run, sets["unbounded"])}
     if top is not None:
         arrays, _ = sets["single"]
