@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    for add in (_data_and_training, _reports, _tools, _your_model):
+        add(sub)
+    return parser
+
+
+def _data_and_training(sub) -> None:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True, parser_class=_Parser)
     fetch = data.add_parser("fetch", help="fetch, verify and cache a dataset")
     fetch.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (default: mnist)")
@@ -85,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(madry)
     madry.set_defaults(run=commands.cmd_train_madry)
 
+
+def _reports(sub) -> None:
     reproduce = _report_parser(sub, "reproduce", "the whole paper (master, guardian, attacks, Tables 1-3, Figure 4, "
                                "plots) and the adaptive attacks", "REPORT.md, results.json and the figure",
                                commands.cmd_reproduce)
@@ -98,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "adversarially trained guardian against the full adaptive suite", "HARDENING.md and hardening.json",
                    commands.cmd_harden)
 
+
+def _tools(sub) -> None:
     classify = sub.add_parser("classify", help="classify images with ReabsNet (guardian, modifier, master)")
     classify.add_argument("inputs", nargs="+", metavar="FILE",
                           help="PNG/JPEG images, .npy/.npz batches, or directories of them")
@@ -134,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(attack)
     attack.set_defaults(run=commands.cmd_attack)
 
+
+def _your_model(sub) -> None:
     model_help = ("a .safetensors checkpoint of a registered architecture (reabsnet.models.save_model), or "
                   "module:function / file.py:function: a function of no arguments returning the model with weights")
     data_help = ("labelled images: a .npz with arrays x (N,H,W / N,H,W,C / N,C,H,W; uint8 or float) and y "
@@ -195,7 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--budget", default="standard", help="standard | quick | smoke: whose budget to show "
                        "(default: standard)")
     suite.set_defaults(run=commands.cmd_suite)
-    return parser
 
 
 def _fail(line: str, code: int) -> int:

@@ -4,6 +4,7 @@ module, so training, which records the baseline's robust accuracy, need not impo
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -54,3 +55,9 @@ def in_order(bounds: dict) -> list[tuple[str, dict]]:
 def bound_label(name: str) -> str:
     """A bound's name as the reports print it: "linf 0.1" -> "L-inf 0.1"."""
     return name.replace("linf", "L-inf").replace("l2", "L2")
+
+
+def command_text(command: str) -> str:
+    """A recorded command as the reports print it: the folder it copied or wrote its report to, a path of one
+    machine, as <out>."""
+    return re.sub(r"(--copy-to|--out)(=|\s+)\S+", r"\1\2<out>", command)

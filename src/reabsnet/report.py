@@ -13,7 +13,7 @@ from reabsnet.artifacts import read_json, versions, write_bytes_atomic, write_js
 from reabsnet.evaluation import report as paper_report
 from reabsnet.evaluation import table3
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER
-from reabsnet.rates import bound_label, cell, in_order
+from reabsnet.rates import bound_label, cell, command_text, in_order
 from reabsnet.security.report import adaptive_section
 from reabsnet.studies.hardening import hardening_lines
 
@@ -116,7 +116,8 @@ def _beside(results: dict) -> list[str]:
 def render(results: dict) -> str:
     r, prof = results["results"], results["profile"]
     lines = [f"# ReabsNet reproduction: {results['dataset']}, profile `{prof['name']}`", ""]
-    lines += [f"Command: `{results['command']}`  ", f"Machine: {results['machine'].get('cpu_model', '?')}, "
+    lines += [f"Command: `{command_text(results['command'])}`  ",
+              f"Machine: {results['machine'].get('cpu_model', '?')}, "
               f"{results['machine']['cpus']} CPUs, CUDA: {results['machine']['cuda'] or 'none'}  ",
               f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min (stages reused from earlier runs "
               f"count 0; the compute-time table gives each artifact's build time)  ",
@@ -174,7 +175,7 @@ def render_user(results: dict) -> str:
     d, m = results["data"], results["machine"]
     lines = [f"# Evaluation of {results['master']}" + (f" guarded by {results['guardian']}" if results.get("guardian")
                                                       else ""), "",
-             f"Command: `{results['command']}`", "",
+             f"Command: `{command_text(results['command'])}`", "",
              f"Data: {d['source']}, {d['n']} images of shape {'x'.join(map(str, d['shape']))}, {d['classes']} "
              f"classes, box [{d['box'][0]:g}, {d['box'][1]:g}]. Master SHA-256 {results['master_sha256'][:12]}"
              + (f", guardian SHA-256 {results['guardian_sha256'][:12]}" if results.get("guardian_sha256") else "")

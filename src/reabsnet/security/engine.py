@@ -4,8 +4,8 @@ baseline), and keeps one ledger per bound; every rate of the Security section is
 auto-attack's runner, with more columns in its mask: a step that runs on every image attacks them all; a survivor
 step attacks only the images still standing for the verdicts it serves. A defense step's examples then count
 against both policies (ReabsNet and the reject policy, at every threshold); a baseline step's against the baseline
-verdicts it serves (APGD-DLR is outside AutoAttack's standard ensemble). Attack sets are stored under `Setup.out` by their keys (stable
-across versions: an existing home reuses every set).
+verdicts it serves (APGD-DLR is outside AutoAttack's standard ensemble). Attack sets are stored under `Setup.out`
+by their keys (stable across versions: an existing home reuses every set).
 """
 
 from __future__ import annotations

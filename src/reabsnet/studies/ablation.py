@@ -39,7 +39,7 @@ from reabsnet.defense import ReabsNet
 from reabsnet.evaluation.paper import ATTACK_SPECS, PAPER, attack_sets, median
 from reabsnet.evaluation.stats import rate
 from reabsnet.profiles import Profile, with_preset
-from reabsnet.rates import cell, fmt
+from reabsnet.rates import cell, command_text, fmt
 from reabsnet.security.api import profile_budget
 from reabsnet.security.engine import step_spec
 from reabsnet.security.networks import digest
@@ -324,7 +324,8 @@ def render(results: dict) -> str:
     prof = results["profile"]
     cfg = prof["ablation"]
     lines = [f"# Why Table 2 differs: ablation of the revision (profile `{prof['name']}`)", "",
-             f"Command: `{results['command']}`  ", f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min "
+             f"Command: `{command_text(results['command'])}`  ",
+             f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min "
              "(artifacts reused from earlier runs count 0; the compute table lists each build)", "",
              f"Fixed images: the first {cfg['n_deepfool']:,} test images for DeepFool, {cfg['n_cw_l2']} for CW-L2 "
              f"U/T, {cfg['n_cw_linf']} for CW-Linf U/T" + (

@@ -12,7 +12,7 @@ from reabsnet.artifacts import versions, write_bytes_atomic, write_json_atomic
 from reabsnet.data import Splits
 from reabsnet.defense import ReabsNet
 from reabsnet.profiles import Profile, bound_list
-from reabsnet.rates import bound_label, cell, in_order
+from reabsnet.rates import bound_label, cell, command_text, in_order
 from reabsnet.security.api import evaluate_profile, profile_target
 from reabsnet.security.networks import variant
 from reabsnet.security.report import per_attack_rows, suite_lines
@@ -117,7 +117,8 @@ def render_hardening(results: dict) -> str:
     a = results["profile"]["adaptive"]
     h = results["hardening"]
     lines = [f"# Hardening attempts: {results['dataset']}, profile `{results['profile']['name']}`", "",
-             f"Command: `{results['command']}`  ", f"Machine: {results['machine'].get('cpu_model', '?')}, "
+             f"Command: `{command_text(results['command'])}`  ",
+             f"Machine: {results['machine'].get('cpu_model', '?')}, "
              f"{results['machine']['cpus']} CPUs, CUDA: {results['machine']['cuda'] or 'none'}  ",
              f"Wall time of this run: {results['wall_seconds'] / 60:.1f} min (reused stages count 0)  ",
              f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", "",
