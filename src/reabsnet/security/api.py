@@ -103,13 +103,13 @@ def threats(cfg) -> list[tuple[str, float]]:
 
 
 def profile_suite(profile: Profile, tuned: bool = False) -> Suite:
-    """The suite a profile runs: the standard one, or the steps `adaptive.suite` names; with the tuned attack on
-    a hardened guardian where asked for."""
-    suite = Suite.standard()
-    if tuned:
-        suite = suite.add(TUNED, after="joint-apgd-t")
+    """The suite a profile runs: the standard one, or the steps `adaptive.suite` names; the tuned attack only on a
+    hardened guardian (`tuned`)."""
+    suite = Suite.standard().add(TUNED, after="joint-apgd-t")
     names = parse_names(profile.adaptive.suite)
-    return suite.only([n for n in names if n in suite.names] or names) if names else suite
+    if names:
+        suite = suite.only(names)
+    return suite if tuned or TUNED.name not in suite.names else suite.without(TUNED.name)
 
 
 def profile_setup(profile: Profile, splits: Splits, out: Path, timings: dict, n: int | None = None,
