@@ -314,6 +314,14 @@ def test_fit_guardian_and_evaluate_commands_write_a_guardian_and_a_report(user_f
     assert results["adaptive"]["calibration"]["val_images"] == 300
     report = (root / "ev" / "REPORT.md").read_text()
     assert "| DeepFool |" in report and "## Adaptive attacks" in report
+    # --suite runs the steps named, and the report lists just those
+    assert main(["evaluate", "--master", str(root / "master.safetensors"), "--guardian",
+                 str(root / "g" / "guardian.safetensors"), "--data", str(root / "test.npz"), "--attacks", "none",
+                 "--budget", "smoke", "--suite", "joint-apgd-ce,pipeline-square", "--out", str(root / "ev2")]) == 0
+    rows = json.loads((root / "ev2" / "results.json").read_text())["adaptive"]["bounds"]["linf 0.0313725"]
+    assert list(rows["per_attack"]) == ["joint-apgd-ce-linf-0.0313725", "pipeline-square-linf-0.0313725"]
+    report = (root / "ev2" / "REPORT.md").read_text()
+    assert "- `joint-apgd-ce`:" in report and "- `pipeline-square`:" in report and "- `bpda-apgd-ce`" not in report
 
 
 @pytest.mark.parametrize("args, message", [
