@@ -10,7 +10,7 @@ STAMP := $(VENV)/.reabsnet-installed
 PROFILE ?= paper-subset
 PIP := pip install -q --disable-pip-version-check
 
-.PHONY: reproduce test lint bench clean-venv
+.PHONY: reproduce test lint dist bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest -q
+
+# a wheel and an sdist in dist/: the package with its shipped networks, installable outside a clone
+dist: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

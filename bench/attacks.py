@@ -2,7 +2,7 @@
 
     python -m venv .venv-peers && .venv-peers/bin/pip install torch==2.13.0 -e . foolbox \
         adversarial-robustness-toolbox packaging && .venv-peers/bin/pip install --no-deps torchattacks
-    .venv-peers/bin/python bench/attacks.py --model models/mnist/paper/master.safetensors
+    .venv-peers/bin/python bench/attacks.py --model src/reabsnet/shipped/mnist/paper/master.safetensors
 
 (the peers live in their own environment, beside `.venv`, so that `make test` never imports them).
 

@@ -1,6 +1,6 @@
 """Cross-check of the robustness ensemble against torchattacks (marked `peers`: run by hand with -m peers).
 
-On the shipped Madry-style baseline (`models/mnist/paper/madry`), the first 200 test images, L-inf eps 0.3:
+On the shipped Madry-style baseline (`reabsnet/shipped/mnist/paper/madry`), the first 200 test images, L-inf eps 0.3:
 our AutoAttack-standard ensemble's robust accuracy within 1 point of torchattacks' `AutoAttack` (both run APGD-CE,
 APGD-T, FAB-T and Square), and our Square and FAB-T each at least as strong as torchattacks' at the same budget.
 The test installs torchattacks (--no-deps; it imports scipy) into the running environment if it is missing.

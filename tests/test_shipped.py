@@ -1,5 +1,5 @@
-"""Shipped networks (models/<dataset>/<profile>/): taken as the stages' artifacts when their keys match, verified by
-SHA-256 like any other artifact, refused when modified, ignored with --retrain."""
+"""Shipped networks (reabsnet/shipped/<dataset>/<profile>/): taken as the stages' artifacts when their keys match,
+verified by SHA-256 like any other artifact, refused when modified, ignored with --retrain."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="override a profile setting, e.g. --set master.epochs=5 (repeatable)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")
     p.add_argument("--retrain", action="store_true",
-                   help="train every network instead of taking the shipped one (models/<dataset>/<profile>/)")
+                   help="train every network instead of taking the shipped one (reabsnet/shipped/<dataset>/<profile>/)")
 
 
 def _report_parser(sub, name: str, help: str, outputs: str, run) -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """The shipped networks by name, as timm's `create_model(name, pretrained=True)` gives them:
 `load_pretrained("mnist-paper")` is the paper's ReabsNet (distilled master, guardian, modifier) in one line.
 
-The weights are the repository's `models/<dataset>/<profile>/` checkpoints, each verified by its SHA-256 like every
+The weights are the package's `reabsnet/shipped/<dataset>/<profile>/` checkpoints (package data: in a wheel and in a
+clone alike), each verified by its SHA-256 like every
 other artifact before it is loaded.
 """
 
@@ -41,14 +42,15 @@ def load_pretrained(name: str, device: torch.device | str = "cpu", root: str | P
     """A shipped network in eval mode on `device`: "mnist-paper" is the paper's ReabsNet (`net.master`,
     `net.guardian`, `net(x)` the master's logits on the revised input, `net.predict(x)` the full record), the
     networks of the committed paper report; "mnist-paper-madry" the Madry-style baseline of Table 3. Inputs are
-    (N, 1, 28, 28) in [-0.5, 0.5]. `root` is the models folder (default: the repository's `models/`)."""
+    (N, 1, 28, 28) in [-0.5, 0.5]. `root` is a folder of shipped networks (default: the package's
+    `reabsnet/shipped/`)."""
     if name not in PRETRAINED:
         raise ReabsnetError(f"unknown pretrained network {name!r}; choose one of: {', '.join(PRETRAINED)}")
     dataset, profile, what = PRETRAINED[name]
     folder = shipped_dir(dataset, profile, Path(root) if root is not None else SHIPPED_MODELS)
     if not folder.is_dir():
-        raise ReabsnetError(f"{folder}: no shipped networks; they live in the repository's models/ folder, so "
-                            "install from a clone (pip install -e .) or pass root=<that folder>")
+        raise ReabsnetError(f"{folder}: no shipped networks there; the package carries them in reabsnet/shipped/ "
+                            "(reinstall it), or pass root=<a folder of them>")
 
     def load(role: str) -> nn.Module:
         return place(load_model(folder / f"{role}.safetensors", expect=role)[0], device).eval()

@@ -3,7 +3,8 @@
 Keys digest everything the artifact depends on (settings, seed, upstream hashes), so a changed input recomputes
 the stage and an interrupted run resumes at the first stage without a valid artifact.
 
-Trained networks can also ship with the source (`models/<dataset>/<profile>/` in the repository): a shipped model
+Trained networks also ship with the package (`reabsnet/shipped/<dataset>/<profile>/`, package data of the wheel and
+of an editable install alike): a shipped model
 whose key matches is taken as the stage's artifact, after the same SHA-256 check as any other, and copied into the
 run directory, so the stages downstream of it run without retraining. A shipped file that fails the check is an
 error, never silently replaced by a retrained one.
@@ -11,6 +12,7 @@ error, never silently replaced by a retrained one.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import shutil
 from collections.abc import Callable
@@ -26,11 +28,11 @@ from reabsnet.models import load_model, place, save_model
 
 log = logging.getLogger(__name__)
 
-# The repository's shipped networks; in an installed (non-editable) package this folder does not exist, and every
-# stage simply trains.
-SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
-# ... and the full-scale reports of the shipped networks (docs/results/<dataset>-<profile>/)
-SHIPPED_REPORTS = SHIPPED_MODELS.parent / "docs" / "results"
+# The shipped networks: package data, found the same way in a wheel and in an editable install
+SHIPPED_MODELS = Path(str(importlib.resources.files("reabsnet") / "shipped"))
+# ... and the full-scale reports of the shipped networks (docs/results/<dataset>-<profile>/ of a clone; absent from
+# an installed wheel, where a subset run then has no full-scale report to set its cells beside)
+SHIPPED_REPORTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def run_dir(dataset: str, profile: str, home: str | Path | None = None) -> Path:
@@ -51,8 +53,8 @@ def _take_shipped(path: Path, key: str, shipped: Path | None) -> bool:
     try:
         meta = verify(source)
     except ReabsnetError as e:
-        raise ReabsnetError(f"shipped model refused: {e}; restore it (git checkout models/) or rerun with "
-                            f"--retrain to train it instead") from None
+        raise ReabsnetError(f"shipped model refused: {e}; restore it (reinstall reabsnet, or git checkout "
+                            f"src/reabsnet/shipped/) or rerun with --retrain to train it instead") from None
     if meta.get("key") != key:                     # made with other settings: not this stage's artifact
         return False
     for src in (source, sidecar_path(source)):     # payload first, sidecar last, as save_tensors writes them
