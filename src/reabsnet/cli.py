@@ -126,7 +126,8 @@ def _tools(sub) -> None:
     attack = sub.add_parser("attack", help="run an attack on a trained model and save the adversarial set")
     attack.add_argument("--model", required=True, metavar="PATH", help="a .safetensors checkpoint made by reabsnet")
     attack.add_argument("--attack", required=True,
-                        help="fgsm | pgd | deepfool | cw-l2 | cw-linf | apgd | apgd-t | fab-t | square | autoattack")
+                        help="fgsm | pgd | deepfool | cw-l2 | cw-linf | apgd | apgd-t | fab-t | square | autoattack | "
+                        "selective-pgd | orthogonal-pgd | logit-matching (the last three on JointLogits)")
     attack.add_argument("--targeted", action="store_true", help="attack toward a random other class (seeded)")
     # --images: the same, for torchrun, whose own parser takes --n for one of its options
     attack.add_argument("--n", "--images", dest="n", type=int, default=1000,
