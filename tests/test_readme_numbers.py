@@ -1,0 +1,119 @@
+"""Every result number of the README's tables and verdict traced to the committed report it cites
+(docs/results/mnist-paper/results.json) or to the paper's numbers the report prints beside it: a cell changed by hand,
+or a report regenerated without the README, fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+RESULTS = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "results.json").read_text())
+
+CW = ("CW L2 untargeted", "CW L2 targeted", "CW Linf untargeted", "CW Linf targeted")
+# the "Results at a glance" rows: README label -> the report's headline cells, in the order of the row's values
+GLANCE = {
+    "clean accuracy, master / ReabsNet": ["clean accuracy, master", "clean accuracy, ReabsNet"],
+    "natural images passed as natural": ["Table 1: natural images passed"],
+    "Table 1, detection: DeepFool / CW-L2 U / CW-L2 T": [f"Table 1: detection, {a}" for a in ("DeepFool", *CW[:2])],
+    "Table 1, detection: CW-Linf U / T": [f"Table 1: detection, {a}" for a in CW[2:]],
+    "Table 2, ReabsNet correct: FGSM / DeepFool": ["Table 2: ReabsNet, FGSM", "Table 2: ReabsNet, DeepFool"],
+    "Table 2, ReabsNet correct: CW-L2 U / T": [f"Table 2: ReabsNet, {a}" for a in CW[:2]],
+    "Table 2, ReabsNet correct: CW-Linf U / T": [f"Table 2: ReabsNet, {a}" for a in CW[2:]],
+    "Table 3 at L-inf 0.3, ReabsNet: DeepFool / CW-L2 U / CW-Linf U": [
+        f"Table 3 eps 0.3: ReabsNet, {a}" for a in ("DeepFool", CW[0], CW[2])],
+    "Table 3 at L-inf 0.3, Madry-style: DeepFool / CW-L2 U / CW-Linf U": [
+        f"Table 3 eps 0.3: Madry-style, {a}" for a in ("DeepFool", CW[0], CW[2])],
+    "adaptive L-inf 0.1 / 0.2 / 0.3, ReabsNet (worst case)": [
+        f"adaptive L-inf {e}: ReabsNet" for e in ("0.1", "0.2", "0.3")],
+    "adaptive L-inf 0.1 / 0.2 / 0.3, Madry-style baseline": [
+        f"adaptive L-inf {e}: Madry-style" for e in ("0.1", "0.2", "0.3")],
+}
+
+
+def _value(v) -> float | None:
+    return v["rate"] if isinstance(v, dict) else v
+
+
+def _agrees(text: str, value: float | None) -> bool:
+    """A printed number agrees with a value when it is that value rounded to the digits printed."""
+    if value is None:
+        return text == "not evaluated"
+    digits = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - value) <= 0.5 * 10 ** -digits + 1e-12
+
+
+def _row(label: str) -> list[str]:
+    match = re.search(rf"^\| {re.escape(label)} \|(.+)\|\s*$", README, flags=re.M)
+    assert match, f"README has no row {label!r}"
+    return [c.strip().replace("*", "") for c in match.group(1).split("|")]
+
+
+def _numbers(cell: str) -> list[str]:
+    return ["not evaluated"] if cell == "not evaluated" else re.findall(r"\d+\.\d+|\d+", cell)
+
+
+@pytest.mark.parametrize("label", list(GLANCE))
+def test_every_results_at_a_glance_cell_is_the_reports_and_the_papers(label):
+    from reabsnet.report import headline
+
+    cells = headline(RESULTS)
+    paper, ours = _row(label)
+    names = GLANCE[label]
+    for column, which in ((ours, 0), (paper, 1)):
+        printed = _numbers(column)
+        wanted = [_value(cells[n][which]) for n in names]
+        if printed == ["not evaluated"]:
+            assert all(w is None for w in wanted), (label, wanted)
+            continue
+        assert len(printed) == len(wanted), (label, printed, wanted)
+        assert all(_agrees(p, w) for p, w in zip(printed, wanted, strict=True)), (label, printed, wanted)
+
+
+def test_the_glance_table_has_no_row_the_test_does_not_trace():
+    table = README[README.index("## Results at a glance"):README.index("Tables 1-3 use the paper's threat model")]
+    rows = [r.split("|")[1].strip() for r in table.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert rows == list(GLANCE)
+
+
+def test_the_security_table_is_the_reports_adaptive_table():
+    a = RESULTS["results"]["adaptive"]
+    section = README[README.index("## Security"):README.index("## Speed")]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["clean", "L-inf 0.1", "L-inf 0.2", "L-inf 0.3", "L2 1.5",
+                                                       "L2 2.0"]
+    for row in rows:
+        label, *cells = [c.strip().replace("*", "") for c in row.strip("|").split("|")]
+        if label == "clean":
+            c = a["clean"]
+            wanted = [c["reabsnet"], c["selective_correct_or_rejected"], c["selective_rejected"], c["master"],
+                      c["madry"]]
+        else:
+            norm, eps = label.replace("L-inf", "linf").replace("L2", "l2").split()
+            b = a["bounds"][f"{norm} {float(eps):g}"]
+            wanted = [b["reabsnet"], b["selective"], b["master"], b["madry"]]
+        printed = [n for cell in cells for n in _numbers(cell)]
+        assert len(printed) == len(wanted) and all(
+            _agrees(p, _value(w)) for p, w in zip(printed, wanted, strict=True)), (label, printed)
+
+
+def test_the_verdict_is_the_reports():
+    from reabsnet.report import headline
+
+    cells = headline(RESULTS)
+    verdict = README[README.index("> **Verdict.**"):README.index("![robust accuracy")]
+    detection = [_value(cells[f"Table 1: detection, {a}"][0]) for a in ("DeepFool", *CW)]
+    low, high = map(int, re.search(r"flags (\d+)-(\d+)% of DeepFool and CW", verdict).groups())
+    assert (low, high) == (int(min(detection) * 100), round(max(detection) * 100))
+    revised = [_value(cells[f"Table 2: ReabsNet, {a}"][0]) for a in CW]
+    paper = [cells[f"Table 2: ReabsNet, {a}"][1] for a in CW]
+    ours_range, paper_range = re.search(r"not for CW \(([\d.]+-[\d.]+) against ([\d.]+-[\d.]+)\)", verdict).groups()
+    assert ours_range == f"{min(revised):.2f}-{max(revised):.2f}"
+    assert paper_range == f"{min(paper):.2f}-{max(paper):.2f}"
+    keeps = re.findall(r"keeps \*\*([\d.]+)\*\*", verdict)
+    assert _agrees(keeps[0], _value(cells["adaptive L-inf 0.3: ReabsNet"][0]))
+    assert _agrees(keeps[1], _value(cells["adaptive L-inf 0.3: Madry-style"][0]))
