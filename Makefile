@@ -10,7 +10,7 @@ STAMP := $(VENV)/.reabsnet-installed
 PROFILE ?= paper-subset
 PIP := pip install -q --disable-pip-version-check
 
-.PHONY: reproduce test lint dist bench clean-venv
+.PHONY: reproduce test lint dist docs bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,15 +26,20 @@ reproduce: $(STAMP)
 	$(BIN)/reabsnet reproduce --profile $(PROFILE)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples hubconf.py
 	$(BIN)/python -m pytest -q
 
 # a wheel and an sdist in dist/: the package with its shipped networks, installable outside a clone
 dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
+# the docs and the API reference as a static site in site/, strict: a broken link or missing reference fails it
+docs: $(STAMP)
+	@$(BIN)/python -c "import mkdocs, mkdocstrings" 2>/dev/null || $(BIN)/python -m $(PIP) 'mkdocs>=1.6' 'mkdocstrings[python]>=0.26'
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples hubconf.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -47,6 +47,7 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
 
 
 def get_attack(name: str) -> Callable[..., AttackResult]:
+    """The attack function registered under `name` (a key of ATTACKS); an unknown name is one line naming them."""
     try:
         return ATTACKS[name]
     except KeyError:
