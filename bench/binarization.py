@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from reabsnet import data
-from reabsnet.artifacts import write_bytes_atomic, write_json_atomic
+from reabsnet.artifacts import data_home, write_bytes_atomic, write_json_atomic
 from reabsnet.models import load_model
 from reabsnet.pretrained import load_pretrained
 from reabsnet.report import machine
@@ -66,7 +66,7 @@ def main() -> None:
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
                 f"--steps {args.steps} --queries {args.queries}"
                 + ("" if args.baseline else " --no-baseline")
-                + (f" --guardian {args.guardian}" if args.guardian else "") + "`  ",
+                + (f" --guardian {portable(args.guardian)}" if args.guardian else "") + "`  ",
                 f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
                 f"Images: the first {args.n} test images whose L-inf balls are pairwise disjoint (at these bounds "
@@ -75,6 +75,12 @@ def main() -> None:
                 f"{args.steps} steps, 1 restart, Square {args.queries} queries (the committed report: APGD 100 "
                 "steps, Square 5,000).", *binarization_lines(results)]
         write_bytes_atomic(out, ("\n".join(text) + "\n").encode())
+
+
+def portable(path: str) -> str:
+    """A path under the data home as $REABSNET_HOME/...: the command in a committed report names no machine."""
+    home = str(data_home())
+    return "$REABSNET_HOME" + str(path)[len(home):] if str(path).startswith(home) else str(path)
 
 
 if __name__ == "__main__":
