@@ -1,6 +1,7 @@
 """Every result number of the README's tables and verdict traced to the committed report it cites
-(docs/results/mnist-paper/results.json) or to the paper's numbers the report prints beside it: a cell changed by hand,
-or a report regenerated without the README, fails here."""
+(docs/results/mnist-paper/results.json) or to the paper's numbers the report prints beside it, and docs/security.md's
+measured table and guardian table to the report and SHARPNESS.json: a cell changed by hand, or a report regenerated
+without the pages, fails here."""
 
 from __future__ import annotations
 
@@ -117,3 +118,55 @@ def test_the_verdict_is_the_reports():
     keeps = re.findall(r"keeps \*\*([\d.]+)\*\*", verdict)
     assert _agrees(keeps[0], _value(cells["adaptive L-inf 0.3: ReabsNet"][0]))
     assert _agrees(keeps[1], _value(cells["adaptive L-inf 0.3: Madry-style"][0]))
+
+
+SECURITY = (ROOT / "docs" / "security.md").read_text()
+
+
+def _table(text: str, header: str) -> list[list[str]]:
+    """The rows (cells, bold marks dropped) of the Markdown table whose header row starts with `header`."""
+    start = text.index(f"| {header}")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().replace("*", "") for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_docs_security_measured_table_is_the_reports():
+    a = RESULTS["results"]["adaptive"]
+    rows = _table(SECURITY, "bound | ReabsNet (worst case) | reject policy")
+    assert [r[0] for r in rows] == ["none (clean, these 1,000 images)", "L-inf 0.1", "L-inf 0.2", "L-inf 0.3",
+                                    "L2 1.5", "L2 2.0"]
+    for label, *cells in rows:
+        if label.startswith("none"):
+            c = a["clean"]
+            wanted = [c["reabsnet"], c["selective_correct_or_rejected"], c["selective_rejected"], c["master"],
+                      c["madry"]]
+        else:
+            norm, eps = label.replace("L-inf", "linf").replace("L2", "l2").split()
+            b = a["bounds"][f"{norm} {float(eps):g}"]
+            wanted = [b["reabsnet"], b["selective"], b["master"], b["madry"]]
+        printed = [n for cell in cells for n in _numbers(cell)]
+        assert len(printed) == len(wanted) and all(
+            _agrees(p, _value(w)) for p, w in zip(printed, wanted, strict=True)), (label, printed)
+
+
+def test_docs_security_guardian_table_is_the_sharpness_study():
+    study = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "SHARPNESS.json").read_text())["rows"]
+    rows = _table(SECURITY, "guardian (validation accuracy)")
+    assert len(rows) == len(study)
+    for (label, *cells), r in zip(rows, study, strict=True):
+        epochs = re.search(r"(\d+) epochs?", label).group(1)
+        same = epochs in r["guardian"] and ("shipped" in label) == ("shipped" in r["guardian"])
+        assert same, (label, r["guardian"])
+        b = r["bounds"]
+        f = b["linf 0.3"]["fixed_fpr"]
+        wanted = [r["val_accuracy"], *(b[f"linf {e}"][col]["rate"] for col in ("reabsnet", "selective")
+                                       for e in ("0.1", "0.2", "0.3")),
+                  *(f[k]["attack_success"]["rate"] for k in ("0.5", "fpr 0.01", "fpr 0.05", "fpr 0.5")),
+                  f["roc_auc_final_examples"]]
+        printed = _numbers(label)[-1:] + [n for cell in cells for n in _numbers(cell)]
+        assert len(printed) == len(wanted) and all(
+            _agrees(p, w) for p, w in zip(printed, wanted, strict=True)), (label, printed, wanted)
