@@ -21,13 +21,17 @@ def test_readme_python_block_runs(index, home, monkeypatch, capsys):
     monkeypatch.setenv("REABSNET_HOME", str(home))
     exec(compile(BLOCKS[index], f"README.md python block {index + 1}", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
-    if "load_pretrained" in BLOCKS[index]:
+    if "pretrained_names()" in BLOCKS[index]:
         # one joint APGD-DLR on these 10 images: the shipped ReabsNet keeps at most one (the full suite keeps 0 of
         # 1,000), the Madry-style baseline at least 8 (0.892 of 1,000 under the suite)
         assert "['mnist-paper', 'mnist-paper-madry']" in out
         ours = float(re.search(r"ReabsNet at L-inf 0.3: ([0-9.]+)", out).group(1))
         theirs = float(re.search(r"baseline at L-inf 0.3: ([0-9.]+)", out).group(1))
         assert ours <= 0.1 and theirs >= 0.8, out
+    if "evaluate_adaptive" in BLOCKS[index]:
+        # two steps of the suite at the smoke budget on 10 images: a rate at the bound, and per image the step
+        # that broke it or None
+        assert "{'linf 0.1': " in out and ("joint-apgd-ce-linf-0.10" in out or "None" in out)
     if "outside the box" in BLOCKS[index]:
         assert "inputs lie outside the box (-0.5, 0.5)" in out
 
