@@ -36,6 +36,20 @@ GLANCE = {
 }
 
 
+SECURITY = (ROOT / "docs" / "security.md").read_text()
+
+
+def _table(text: str, header: str) -> list[list[str]]:
+    """The rows (cells, bold marks dropped) of the Markdown table whose header row starts with `header`."""
+    start = text.index(f"| {header}")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().replace("*", "") for c in line.strip().strip("|").split("|")])
+    return rows
+
+
 def _value(v) -> float | None:
     return v["rate"] if isinstance(v, dict) else v
 
@@ -81,15 +95,13 @@ def test_the_glance_table_has_no_row_the_test_does_not_trace():
     assert rows == list(GLANCE)
 
 
-def test_the_security_table_is_the_reports_adaptive_table():
+def _adaptive_rows_are_the_reports(rows: list[list[str]], clean_label: str) -> None:
+    """An adaptive table (bound | ReabsNet | reject policy | master alone | Madry-style baseline) against the report:
+    the clean row (with the reject policy's rejections) and one row per bound."""
     a = RESULTS["results"]["adaptive"]
-    section = README[README.index("## Security"):README.index("## Speed")]
-    rows = [r for r in section.splitlines() if r.startswith("| ") and "---" not in r][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["clean", "L-inf 0.1", "L-inf 0.2", "L-inf 0.3", "L2 1.5",
-                                                       "L2 2.0"]
-    for row in rows:
-        label, *cells = [c.strip().replace("*", "") for c in row.strip("|").split("|")]
-        if label == "clean":
+    assert [r[0] for r in rows] == [clean_label, "L-inf 0.1", "L-inf 0.2", "L-inf 0.3", "L2 1.5", "L2 2.0"]
+    for label, *cells in rows:
+        if label == clean_label:
             c = a["clean"]
             wanted = [c["reabsnet"], c["selective_correct_or_rejected"], c["selective_rejected"], c["master"],
                       c["madry"]]
@@ -100,6 +112,11 @@ def test_the_security_table_is_the_reports_adaptive_table():
         printed = [n for cell in cells for n in _numbers(cell)]
         assert len(printed) == len(wanted) and all(
             _agrees(p, _value(w)) for p, w in zip(printed, wanted, strict=True)), (label, printed)
+
+
+def test_the_security_table_is_the_reports_adaptive_table():
+    section = README[README.index("## Security"):README.index("## Speed")]
+    _adaptive_rows_are_the_reports(_table(section, "bound | ReabsNet | reject policy"), "clean")
 
 
 def test_the_verdict_is_the_reports():
@@ -120,37 +137,9 @@ def test_the_verdict_is_the_reports():
     assert _agrees(keeps[1], _value(cells["adaptive L-inf 0.3: Madry-style"][0]))
 
 
-SECURITY = (ROOT / "docs" / "security.md").read_text()
-
-
-def _table(text: str, header: str) -> list[list[str]]:
-    """The rows (cells, bold marks dropped) of the Markdown table whose header row starts with `header`."""
-    start = text.index(f"| {header}")
-    rows = []
-    for line in text[start:].splitlines()[2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip().replace("*", "") for c in line.strip().strip("|").split("|")])
-    return rows
-
-
 def test_docs_security_measured_table_is_the_reports():
-    a = RESULTS["results"]["adaptive"]
     rows = _table(SECURITY, "bound | ReabsNet (worst case) | reject policy")
-    assert [r[0] for r in rows] == ["none (clean, these 1,000 images)", "L-inf 0.1", "L-inf 0.2", "L-inf 0.3",
-                                    "L2 1.5", "L2 2.0"]
-    for label, *cells in rows:
-        if label.startswith("none"):
-            c = a["clean"]
-            wanted = [c["reabsnet"], c["selective_correct_or_rejected"], c["selective_rejected"], c["master"],
-                      c["madry"]]
-        else:
-            norm, eps = label.replace("L-inf", "linf").replace("L2", "l2").split()
-            b = a["bounds"][f"{norm} {float(eps):g}"]
-            wanted = [b["reabsnet"], b["selective"], b["master"], b["madry"]]
-        printed = [n for cell in cells for n in _numbers(cell)]
-        assert len(printed) == len(wanted) and all(
-            _agrees(p, _value(w)) for p, w in zip(printed, wanted, strict=True)), (label, printed)
+    _adaptive_rows_are_the_reports(rows, "none (clean, these 1,000 images)")
 
 
 def test_docs_security_guardian_table_is_the_sharpness_study():
