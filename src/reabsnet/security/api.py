@@ -250,6 +250,6 @@ def _checked(norm, bounds, policy, guardian, budget, binarization, suite) -> tup
             raise ReabsnetError(f"budget: {e}") from None
     if suite is None:
         suite = Suite.standard()
-    elif not isinstance(suite, Suite):
-        suite = Suite.standard().only(list(suite))
+    elif not isinstance(suite, Suite):     # names, of the standard steps or the tuned one
+        suite = Suite.standard().add(TUNED, after="joint-apgd-t").only(list(suite))
     return sorted(float(e) for e in bounds), chosen, suite
