@@ -30,11 +30,9 @@ def cmd_suite(args) -> None:
 
 def _suite(text: str | None):
     """The steps named on the command line (None: the whole suite), refused in one line when one is unknown."""
-    from reabsnet.security.suite import TUNED, Suite, parse_names
+    from reabsnet.security.suite import Suite, parse_names
 
-    if not text:
-        return None
-    return Suite.standard().add(TUNED, after="joint-apgd-t").only(parse_names(text))
+    return Suite.named(parse_names(text)) if text else None
 
 
 def cmd_data_fetch(args) -> None:

@@ -105,10 +105,8 @@ def threats(cfg) -> list[tuple[str, float]]:
 def profile_suite(profile: Profile, tuned: bool = False) -> Suite:
     """The suite a profile runs: the standard one, or the steps `adaptive.suite` names; the tuned attack only on a
     hardened guardian (`tuned`)."""
-    suite = Suite.standard().add(TUNED, after="joint-apgd-t")
     names = parse_names(profile.adaptive.suite)
-    if names:
-        suite = suite.only(names)
+    suite = Suite.named(names) if names else Suite.standard().add(TUNED, after="joint-apgd-t")
     return suite if tuned or TUNED.name not in suite.names else suite.without(TUNED.name)
 
 
@@ -250,6 +248,6 @@ def _checked(norm, bounds, policy, guardian, budget, binarization, suite) -> tup
             raise ReabsnetError(f"budget: {e}") from None
     if suite is None:
         suite = Suite.standard()
-    elif not isinstance(suite, Suite):     # names, of the standard steps or the tuned one
-        suite = Suite.standard().add(TUNED, after="joint-apgd-t").only(list(suite))
+    elif not isinstance(suite, Suite):
+        suite = Suite.named(list(suite))
     return sorted(float(e) for e in bounds), chosen, suite

@@ -193,6 +193,12 @@ class Suite:
         """The Security section's suite, step for step (the tuned step runs only where the evaluation asks)."""
         return cls(_standard())
 
+    @classmethod
+    def named(cls, names) -> Suite:
+        """The steps named, of the standard suite or the tuned one (TUNED), in suite order; an unknown name is
+        refused in one line listing the known ones."""
+        return cls.standard().add(TUNED, after="joint-apgd-t").only(names)
+
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.steps]
