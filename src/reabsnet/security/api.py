@@ -91,8 +91,8 @@ def header(run: Run) -> dict:
         p = run.clean["pipeline"]
         if run.calibration:
             results["calibration"] = run.calibration
-        results["clean"] |= {"reabsnet": rate(p.label == run.y),
-                             "selective_correct_or_rejected": rate(p.flagged | (p.label == run.y)),
+        results["clean"] |= {"reabsnet": rate(run.columns["reabsnet"]),
+                             "selective_correct_or_rejected": rate(run.columns["selective"]),
                              "selective_rejected": rate(p.flagged)}
     return results
 
@@ -119,9 +119,8 @@ def profile_setup(profile: Profile, splits: Splits, out: Path, timings: dict, n:
 
 
 def profile_budget(profile: Profile) -> Budget:
-    a = profile.adaptive
-    return Budget(steps=a.steps, restarts=a.restarts, targets=a.targets, queries=a.queries,
-                  pipeline_queries=a.pipeline_queries, n_cw=a.n_cw)
+    """The budget a profile's adaptive settings give (the fields of `Budget`, as `adaptive.*` names them)."""
+    return Budget(**{f.name: getattr(profile.adaptive, f.name) for f in dataclasses.fields(Budget)})
 
 
 def profile_target(profile: Profile, splits: Splits, defended: ReabsNet | None, master_meta: dict,

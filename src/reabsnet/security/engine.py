@@ -68,6 +68,7 @@ class Run:
     y: torch.Tensor
     clean: dict                  # "master" -> bool per image, "pipeline" -> Prediction, baseline -> bool
     calibration: dict | None
+    columns: dict = field(default_factory=dict)          # each verdict column's clean outcome (`clean_columns`)
     minimal_sets: dict = field(default_factory=dict)     # one unbounded set per minimal step
 
     @property
@@ -85,7 +86,9 @@ def start(target: Target, suite: Suite, setup: Setup) -> Run:
     if target.defense is not None:
         clean["pipeline"] = target.defense.predict_batches(x)
         calibration = calibrate(target.defense.guardian, setup.splits.split("val")[0])
-    return Run(target, suite, setup, x, y, clean, calibration)
+    run = Run(target, suite, setup, x, y, clean, calibration)
+    run.columns = clean_columns(run)
+    return run
 
 
 def clean_columns(run: Run) -> dict[str, torch.Tensor]:
@@ -106,7 +109,7 @@ def run_bound(run: Run, norm: str, eps: float, prior: Ledger | None) -> tuple[Bo
     held = None
     if prior is not None and defense is not None:
         held = prior.held_fpr(run.calibration, run.clean["pipeline"].p_adversarial, run.clean["master"])
-    ledger = Ledger.open(run.y, clean_columns(run), prior, held)
+    ledger = Ledger.open(run.y, run.columns, prior, held)
     result = BoundResult(norm, eps)
     square: dict[str, int] = {}
     if defense is not None:
@@ -224,9 +227,8 @@ def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm
     pred, correct, ok = judge(run, ledger, x_adv)
     key = step.name if step.minimal else s.key
     if everywhere:
-        p = run.clean["pipeline"]
-        row = AttackRow(accuracy={"reabsnet": rate(correct & (p.label == run.y)),
-                                  "selective": rate(ok & (p.flagged | (p.label == run.y)))},
+        row = AttackRow(accuracy={"reabsnet": rate(correct & run.columns["reabsnet"]),
+                                  "selective": rate(ok & run.columns["selective"])},
                         flagged=rate(pred.flagged))
     else:
         row = AttackRow(attacked=int(standing.sum()),
