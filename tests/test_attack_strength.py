@@ -1,12 +1,16 @@
 """Each attack's strength on a toy whose answer is known, so that weakening a schedule the suite (and its
-escalation) relies on fails a test: CW-L-infinity's tau schedule reaching the minimal L-inf perturbation, and logit
-matching's decaying step landing in a region narrower than its first step."""
+escalation) relies on fails a test: CW-L-infinity's tau schedule reaching the minimal L-inf perturbation, logit
+matching's decaying step landing in a region narrower than its first step, APGD's restarts and Square's queries
+each finding more, and escalation scaling each step's budget."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
-from reabsnet.attacks import JointLogits, carlini_wagner_linf, logit_matching
+from reabsnet.attacks import JointLogits, apgd, carlini_wagner_linf, logit_matching, square
+from reabsnet.security import Budget, Suite
+from test_escalation import Quantised
 from test_orthogonal import Linear
 
 
@@ -45,3 +49,42 @@ def test_logit_matching_decays_its_step_into_a_region_narrower_than_the_first_st
     assert r.success.all() and (r.label == 1).all()
     landed = r.x_adv.flatten(1)[:, 1]
     assert ((landed > 0.16) & (landed <= 0.22)).all(), landed.tolist()
+
+
+def test_apgd_restarts_are_fresh_random_starts():
+    # on the quantising toy (no gradient) each restart is one more random start: measured 0.21 at 1, 0.91 at 10
+    x, y = torch.zeros(100, 1, 4, 4), torch.zeros(100, dtype=torch.long)
+    once = apgd(Quantised(), x, y, eps=0.3, restarts=1, steps=5, box=(-0.5, 0.5)).success.float().mean()
+    ten = apgd(Quantised(), x, y, eps=0.3, restarts=10, steps=5, box=(-0.5, 0.5)).success.float().mean()
+    assert once < 0.4 and ten > 0.8
+
+
+class Mean(nn.Module):
+    """Class 1 once the mean of 8x8 pixels passes 0.25: from 0 within L-inf 0.3, most pixels must move up."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((64,), 1 / 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1) @ self.w
+        return torch.stack([torch.zeros_like(s), s - 0.25, s - 1.0, s - 2.0], 1)
+
+
+def test_square_finds_more_with_more_queries():
+    # measured: 0.0 at 1 query, 0.01 at 10, 0.22 at 100 (each query a square window moved to the ball's corners)
+    x, y = torch.zeros(100, 1, 8, 8), torch.zeros(100, dtype=torch.long)
+    rates = [float(square(Mean(), x, y, eps=0.3, queries=q, box=(-0.5, 0.5)).success.float().mean())
+             for q in (10, 100)]
+    assert rates[0] < 0.05 and rates[1] > 0.1
+
+
+def test_escalation_scales_each_steps_budget_and_draws_new_starts():
+    b = Budget(steps=10, restarts=2, targets=2, queries=50, pipeline_queries=30)
+    steps = {s.name: s for s in Suite.standard()}
+    assert steps["joint-apgd-ce"].resolved(b, 3, 1) == {"steps": 10, "restarts": 6, "loss": "ce", "seed": 1}
+    assert steps["pipeline-square"].resolved(b, 10, 2) == {"queries": 300, "seed": 2}
+    assert steps["joint-orthogonal-pgd"].resolved(b, 3, 1) == {"steps": 30}
+    assert steps["joint-logit-matching"].resolved(b, 3, 1) == {"steps": 30, "candidates": 9}
+    assert steps["baseline-apgd-t"].resolved(b, 3, 1) == {"steps": 30, "targets": 2, "seed": 1}
+    assert steps["joint-apgd-ce"].resolved(b) == {"steps": 10, "restarts": 2, "loss": "ce"}

@@ -78,6 +78,19 @@ def _bounds_rule(norm: str, largest: float, empty: bool = False) -> Rule:
 
 LINF_BOUNDS = _bounds_rule("L-inf", 1.0)
 
+
+def _factors(v: Any) -> bool:
+    """Escalation's budget multiples: "" or whole numbers above 1, comma-separated, strictly ascending."""
+    if not isinstance(v, str):
+        return False
+    if not v:
+        return True
+    parts = v.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        return False
+    ints = [int(p) for p in parts]
+    return ints[0] >= 2 and all(a < b for a, b in zip(ints, ints[1:], strict=False))
+
 RULES: dict[str, Rule] = {
     # attacks (their keyword names)
     "eps": (positive, "a positive number"),
@@ -146,6 +159,8 @@ RULES: dict[str, Rule] = {
     "n_cw_train": (at_least_one, "a whole number >= 1"),
     "harden_eps": (positive, "a positive number"),
     "harden_bounds": LINF_BOUNDS,
+    "escalate": (_factors, "budget multiples above 1, comma-separated and ascending (e.g. 3,10), or empty"),
+    "escalate_tolerance": (closed_unit, "a number between 0 and 1"),
     "linf_bounds": LINF_BOUNDS,
     # 28 = the L2 diameter of MNIST's [-0.5, 0.5]^784 box
     "l2_bounds": _bounds_rule("L2", 28.0, empty=True),

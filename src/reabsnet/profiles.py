@@ -173,6 +173,11 @@ class AdaptiveConfig:
     precision: str = later("fp32")
     # the suite's steps to run, comma-separated names of `reabsnet suite` (security.suite); empty: every step
     suite: str = later("")
+    # escalation: budget multiples, comma-separated and ascending ("3,10"): after the suite, the images still standing
+    # are attacked again by every step at each multiple in turn until a round breaks at most `escalate_tolerance` of
+    # the images in every verdict column; empty: off
+    escalate: str = later("")
+    escalate_tolerance: float = later(0.01)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from reabsnet.errors import ReabsnetError
 from reabsnet.evaluation.stats import rate
 from reabsnet.profiles import EvalConfig, Profile, bound_list
 from reabsnet.runtime import search_precision
+from reabsnet.security.alarm import masking_alarm
 from reabsnet.security.binarization import binarization_tests
 from reabsnet.security.engine import Run, Setup, run_bound, start
 from reabsnet.security.ledger import Ledger
@@ -71,6 +72,9 @@ def evaluate(target: Target, suite: Suite, setup: Setup, bounds: list[tuple[str,
                                                      setup.budget.steps, setup.budget.queries, setup.splits.box)
     if sanity and target.defense is not None:
         results["sanity"] = sanity_checks(run, results, bounds)
+    if setup.escalate:
+        results["escalation_tolerance"] = setup.tolerance
+    results["alarm"] = masking_alarm(results)
     cw = run.minimal_sets.get("joint-cw-l2-t")
     results["n_cw"] = len(cw[0]["y"]) if cw else 0
     return results, ledgers
@@ -115,7 +119,12 @@ def profile_setup(profile: Profile, splits: Splits, out: Path, timings: dict, n:
     """Where a profile's adaptive sets go and with which budget."""
     a = profile.adaptive
     return Setup(splits, n or a.n, out, profile_budget(profile), profile.eval, subdir, baseline_subdir, a.nested,
-                 timings)
+                 timings, factors(a.escalate), a.escalate_tolerance)
+
+
+def factors(text: str) -> tuple[int, ...]:
+    """"3,10" -> (3, 10): escalation's budget multiples; "" -> () (off)."""
+    return tuple(int(part) for part in text.split(",")) if text else ()
 
 
 def profile_budget(profile: Profile) -> Budget:
@@ -187,6 +196,7 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
                       revise_to: float | None = None, max_iter: int = 50, temperature: float = 1.0,
                       sanity: bool = True, x_calibration: torch.Tensor | None = None, binarization: int = 0,
                       suite: Suite | Sequence[str] | None = None, nested: bool = False,
+                      escalate: Sequence[int] = (), tolerance: float = 0.01,
                       out: str | Path | None = None, name: str = "data") -> AdaptiveResult:
     """The adaptive suite of the Security section on any master and guardian (or, with `guardian` None, the plain
     classifier's AutoAttack-standard ensemble plus APGD-DLR), on the images x, y in `box`, at each bound of
@@ -201,8 +211,14 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
     the guardian's thresholds at 1%, 5% and 50% false positives are set, for the reject policy's rates at those
     thresholds, and logit matching's natural images. `binarization`: run the binarization test
     (`security.binarization`) at each bound on the first N images whose balls are disjoint. 0: skip. `nested`:
-    within the norm, each larger bound attacks only the images the smaller left standing."""
+    within the norm, each larger bound attacks only the images the smaller left standing. `escalate`: budget
+    multiples, ascending (e.g. (3, 10)): after the suite, the images still standing are attacked again by every
+    step at each multiple in turn, until a round breaks at most `tolerance` of the images in every verdict column
+    (the rates stopped falling); the rates are the last round's, the report says where each converged. Whatever
+    the setting, `results["alarm"]` says whether the evaluation shows signs of gradient masking
+    (`security.alarm`)."""
     eps, chosen, suite = _checked(norm, bounds, policy, guardian, budget, binarization, suite)
+    escalate = _escalation(escalate, tolerance)
     classes = check_data(master, x, y, box)
     val = None
     if x_calibration is not None:
@@ -221,10 +237,22 @@ def evaluate_adaptive(master: nn.Module, guardian: nn.Module | None, x: torch.Te
                     {"master": Baseline(master, master_meta, unscale_of(master_meta))}, guides)
     with folder_or_temporary(out) as folder:
         # the attack sets start from the presets `make reproduce` uses (joint CW-L2 at its quick preset)
-        setup = Setup(splits, len(x), folder, chosen, EvalConfig(preset="quick"), nested=nested)
+        setup = Setup(splits, len(x), folder, chosen, EvalConfig(preset="quick"), nested=nested, escalate=escalate,
+                      tolerance=tolerance)
         results, ledgers = evaluate(target, suite, setup, [(norm, e) for e in eps], sanity=sanity,
                                     binarization=binarization)
     return AdaptiveResult(policy if guardian is not None else "classifier", results, ledgers)
+
+
+def _escalation(escalate, tolerance) -> tuple[int, ...]:
+    """evaluate_adaptive's escalation: whole multiples above 1, ascending, and a tolerance in [0, 1]."""
+    factors = tuple(escalate)
+    if any(isinstance(f, bool) or not isinstance(f, int) or f < 2 for f in factors) or list(factors) != sorted(
+            set(factors)):
+        raise ReabsnetError(f"escalate {list(factors)}: give whole budget multiples above 1, ascending, e.g. (3, 10)")
+    if not 0 <= tolerance <= 1:
+        raise ReabsnetError(f"tolerance {tolerance}: give the share of images a calm round may break, in [0, 1]")
+    return factors
 
 
 def _checked(norm, bounds, policy, guardian, budget, binarization, suite) -> tuple[list[float], Budget, Suite]:

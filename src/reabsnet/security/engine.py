@@ -55,6 +55,10 @@ class Setup:
     baseline_subdir: str | None = None     # the baselines' sets do not depend on the defense: shareable
     nested: bool = False                   # within a norm, each larger bound attacks what the smaller left
     timings: dict = field(default_factory=dict)
+    # escalation: after the suite at its budget, the images still standing are attacked again by every step at
+    # these multiples of it (ascending), until a round breaks at most `tolerance` of the images in every column
+    escalate: tuple[int, ...] = ()
+    tolerance: float = 0.01
 
 
 @dataclass
@@ -104,42 +108,82 @@ def clean_columns(run: Run) -> dict[str, torch.Tensor]:
 
 def run_bound(run: Run, norm: str, eps: float, prior: Ledger | None) -> tuple[BoundResult, Ledger]:
     """Every step of the suite at one bound, in order (the defense's, then the threshold steps per calibrated
-    threshold, then each baseline's); returns the bound's result and its ledger."""
+    threshold, then each baseline's); then, where the setup escalates, the rounds at larger budgets on what still
+    stands. Returns the bound's result (its rates those of the last round) and its ledger."""
     defense = run.target.defense
     held = None
     if prior is not None and defense is not None:
         held = prior.held_fpr(run.calibration, run.clean["pipeline"].p_adversarial, run.clean["master"])
     ledger = Ledger.open(run.y, run.columns, prior, held)
     result = BoundResult(norm, eps)
-    square: dict[str, int] = {}
+    square = {"reabsnet": 0, "selective": 0} if defense is not None else {}
+    run_round(run, ledger, result, norm, eps, prior is not None, square)
+    if run.setup.escalate:
+        escalate(run, ledger, result, norm, eps, square)
     if defense is not None:
-        square = {"reabsnet": 0, "selective": 0}
-        for step in run.suite:
-            if step.defense and not step.at_threshold:
-                defense_step(run, ledger, result, step, norm, eps, prior is not None, square)
-        for label, t in (run.calibration or {}).get("thresholds", {}).items():
-            for step in run.suite:
-                if step.at_threshold:
-                    threshold_step(run, ledger, result, step, norm, eps, label, t)
-        p = run.clean["pipeline"].p_adversarial
         result.robust |= {k: rate(ledger.standing[k]) for k in ("reabsnet", "selective")}
+        p = run.clean["pipeline"].p_adversarial
         result.fixed_fpr = at_thresholds(run.calibration, p, run.clean["master"], run.y, ledger.seen)
     for who in run.target.baselines:
-        for step in run.suite:
-            if not step.defense:
-                baseline_step(run, ledger, result, step, who, norm, eps, prior is not None, square)
         result.robust |= {k: rate(ledger.standing[k]) for k in (who, f"{who}_autoattack")}
     result.square_beyond_gradient = square
     log.info("adaptive %s: %s", result.name, ", ".join(f"{k} {v['rate']:.3f}" for k, v in result.robust.items()))
     return result, ledger
 
 
-def step_spec(step: Step, budget: Budget, reject: int, norm: str, eps: float, name: str | None = None
-              ) -> AttackSpec:
+def run_round(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: float, nested: bool, square: dict,
+              factor: int = 1, round_: int = 0) -> None:
+    """The suite once at `factor` times its budget: round 0 as the suite says (every-image steps on every image);
+    an escalation round (`round_` 1, 2, ...) on the images still standing only, minimal-distance steps left out."""
+    if run.target.defense is not None:
+        for step in run.suite:
+            if step.defense and not step.at_threshold:
+                defense_step(run, ledger, result, step, norm, eps, nested, square, factor, round_)
+        for label, t in (run.calibration or {}).get("thresholds", {}).items():
+            for step in run.suite:
+                if step.at_threshold:
+                    threshold_step(run, ledger, result, step, norm, eps, label, t, factor, round_)
+    for who in run.target.baselines:
+        for step in run.suite:
+            if not step.defense:
+                baseline_step(run, ledger, result, step, who, norm, eps, nested, square, factor, round_)
+
+
+def escalate(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: float, square: dict) -> None:
+    """Escalation rounds at each factor of `setup.escalate` in turn, until one breaks at most `setup.tolerance` of
+    the images in every verdict column (the rates stopped falling) or the last factor ran. Records each round's
+    rates and what it broke, and per column the factor from which every later round changed nothing."""
+    columns = list(ledger.standing)
+    calm = int(run.setup.tolerance * len(run.y))          # images a round may break and still count as calm
+
+    def rates() -> dict:
+        return {c: rate(ledger.standing[c])["rate"] for c in columns}
+
+    result.rounds = [{"factor": 1, "robust": rates()}]
+    for r, factor in enumerate(run.setup.escalate, start=1):
+        before = {c: int(ledger.standing[c].sum()) for c in columns}
+        run_round(run, ledger, result, norm, eps, True, square, factor, r)
+        broke = {c: before[c] - int(ledger.standing[c].sum()) for c in columns}
+        result.rounds.append({"factor": factor, "robust": rates(), "broke": broke})
+        if all(v <= calm for v in broke.values()):
+            break
+    result.converged = {}
+    for c in columns:
+        since = None          # the earliest round from which every later round was calm
+        for i in range(len(result.rounds) - 1, 0, -1):
+            if result.rounds[i]["broke"][c] > calm:
+                break
+            since = result.rounds[i - 1]["factor"]
+        result.converged[c] = since
+
+
+def step_spec(step: Step, budget: Budget, reject: int, norm: str, eps: float, name: str | None = None,
+              factor: int = 1, round_: int = 0) -> AttackSpec:
     """The attack set of `step` at a bound: its key (the set's file name) and settings. `reject`: the joint
-    logits' rejected class; `name`: the step's name with its baseline or threshold filled in."""
-    name = name or step.stem or step.name
-    settings = {"eps": eps, "norm": norm, **step.resolved(budget)}
+    logits' rejected class; `name`: the step's name with its baseline or threshold filled in; `factor`: an
+    escalation round's multiple of the budget (its sets named `<name>-x<factor>-...`)."""
+    name = (name or step.stem or step.name) + (f"-x{factor}" if factor > 1 else "")
+    settings = {"eps": eps, "norm": norm, **step.resolved(budget, factor, round_)}
     if step.network in REJECTING:
         settings["reject"] = reject
     title = f"{name.split('-')[0]} {step.title} {norm} {eps:g}"
@@ -147,8 +191,9 @@ def step_spec(step: Step, budget: Budget, reject: int, norm: str, eps: float, na
     return AttackSpec(f"{name}-{norm}-{eps_name(eps)}", title, fn, step.targeted, settings)
 
 
-def spec(run: Run, step: Step, norm: str, eps: float, name: str | None = None) -> AttackSpec:
-    return step_spec(step, run.setup.budget, run.reject, norm, eps, name)
+def spec(run: Run, step: Step, norm: str, eps: float, name: str | None = None, factor: int = 1, round_: int = 0
+         ) -> AttackSpec:
+    return step_spec(step, run.setup.budget, run.reject, norm, eps, name, factor, round_)
 
 
 def attack(run: Run, model, meta: dict, s: AttackSpec, standing: torch.Tensor | None, baseline: bool = False
@@ -212,17 +257,18 @@ def judge(run: Run, ledger: Ledger, x_adv: torch.Tensor):
 
 
 def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm: str, eps: float, nested: bool,
-                 square: dict) -> None:
+                 square: dict, factor: int = 1, round_: int = 0) -> None:
     """One step on the defense: on every image (the first pass of an un-nested bound) or on those standing for
-    its verdicts; its examples count against ReabsNet and the reject policy alike."""
-    if step.minimal and norm != step.minimal_norm:
+    its verdicts; its examples count against ReabsNet and the reject policy alike. An escalation round
+    (`round_` > 0) attacks what stands now and skips minimal-distance steps."""
+    if step.minimal and (norm != step.minimal_norm or round_):
         return
     view = run.target.view(step.network)
     if view is None:
         return
-    s = spec(run, step, norm, eps)
+    s = spec(run, step, norm, eps, factor=factor, round_=round_)
     everywhere = step.minimal or not (step.survivors or nested)
-    standing = None if everywhere else union(defense_masks(run, ledger, step), step.verdicts)
+    standing = None if everywhere else union(defense_masks(run, ledger, step, bool(round_)), step.verdicts)
     x_adv = minimal_step(run, step, view, eps) if step.minimal else attack(run, *view, s, standing)[0]
     pred, correct, ok = judge(run, ledger, x_adv)
     key = step.name if step.minimal else s.key
@@ -242,10 +288,10 @@ def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm
     result.per_attack[key] = row
 
 
-def defense_masks(run: Run, ledger: Ledger, step: Step) -> dict[str, torch.Tensor]:
+def defense_masks(run: Run, ledger: Ledger, step: Step, now: bool = False) -> dict[str, torch.Tensor]:
     """What a defense step chooses its images from: what stood when the bound began (a first-pass step of a
-    nested bound) or what stands now (a survivor step)."""
-    if not step.survivors:
+    nested bound) or what stands now (a survivor step, or any step of an escalation round: `now`)."""
+    if not (step.survivors or now):
         return ledger.start
     if "reject@fpr" not in step.verdicts:
         return ledger.standing
@@ -272,12 +318,12 @@ def minimal_step(run: Run, step: Step, view, eps: float) -> torch.Tensor:
 
 
 def threshold_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm: str, eps: float, label: str,
-                   t: float) -> None:
+                   t: float, factor: int = 1, round_: int = 0) -> None:
     """A step aimed under the calibrated threshold t, on the images the reject policy at t still holds (accepted
     and right clean, or rejected clean; and no example so far wrong and under t)."""
     p_clean = run.clean["pipeline"].p_adversarial
     holds = ((p_clean > t) | run.clean["master"]) & ~broken_at(t, run.y, ledger.seen)
-    s = spec(run, step, norm, eps, step.set_stem(fpr=label))
+    s = spec(run, step, norm, eps, step.set_stem(fpr=label), factor, round_)
     x_adv, _ = attack(run, *run.target.view("joint@fpr", t), s, holds)
     pred, _, _ = judge(run, ledger, x_adv)
     wrong_under_t = (ledger.seen[-1][1] != run.y) & (pred.p_adversarial <= t)
@@ -286,14 +332,14 @@ def threshold_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, no
 
 
 def baseline_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, who: str, norm: str, eps: float,
-                  nested: bool, square: dict) -> None:
+                  nested: bool, square: dict, factor: int = 1, round_: int = 0) -> None:
     """One step on baseline `who`: on every image (its un-nested first pass) or on those standing for its
-    verdicts; judged in float32 by the baseline."""
+    verdicts (an escalation round: those standing now); judged in float32 by the baseline."""
     model, meta = run.target.baseline_view(who, step.network, step.attack_name)
-    s = spec(run, step, norm, eps, step.set_stem(baseline=who))
+    s = spec(run, step, norm, eps, step.set_stem(baseline=who), factor, round_)
     columns = {"worst": who, "autoattack": f"{who}_autoattack"}
     everywhere = not (step.survivors or nested)
-    masks = ledger.start if not step.survivors else ledger.standing
+    masks = ledger.start if not (step.survivors or round_) else ledger.standing
     standing = None if everywhere else union({v: masks[c] for v, c in columns.items()}, step.verdicts)
     x_adv, arrays = attack(run, model, meta, s, standing, baseline=True)
     if everywhere:       # the set's own labels, which its attack judged in float32 on the same images
@@ -304,5 +350,5 @@ def baseline_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, who
         row = AttackRow(attacked=int(standing.sum()), broke={who: int((standing & wrong).sum())}, guarded=False)
     fell = {v: ledger.strike(columns[v], wrong, s.key) for v in step.verdicts}
     if step.attack == "square":
-        square[who] = fell.get("worst", 0)
+        square[who] = square.get(who, 0) + fell.get("worst", 0)
     result.per_attack[s.key] = row

@@ -7,6 +7,7 @@ import re
 
 from reabsnet.rates import bound_label, cell, fmt, in_order
 from reabsnet.runtime import BF16_MIN_SPEEDUP
+from reabsnet.security.alarm import column_name
 from reabsnet.security.suite import NETWORKS, TUNED, Step, Suite
 
 DEFENSE_CLEAN = ("reabsnet", "selective_correct_or_rejected", "selective_rejected")
@@ -41,7 +42,7 @@ def adaptive_section(a: dict) -> list[str]:
              "*Reject policy* is the selective-classification alternative the paper argues against: flagged inputs "
              "are rejected instead of revised; an outcome is acceptable when the input is rejected or classified "
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
-             *_bound_table(a)]
+             *_bound_table(a), *escalation_lines(a), *alarm_lines(a)]
     lines += _fixed_fpr(a) + binarization_lines(a.get("binarization")) + _precision_lines(a)
     if a.get("nested"):
         lines += ["", "Bounds are nested: within a norm, at each larger bound every attack ran only on the images the "
@@ -54,6 +55,38 @@ def adaptive_section(a: dict) -> list[str]:
     for name, b in in_order(a["bounds"]):
         lines += per_attack_rows(name, b["per_attack"])
     return lines + _sanity_lines(a)
+
+
+def escalation_lines(a: dict) -> list[str]:
+    """Per bound and verdict column, the rate after each escalation round and whether it converged."""
+    bounds = [(name, b["escalation"]) for name, b in in_order(a["bounds"]) if "escalation" in b]
+    if not bounds:
+        return []
+    lines = ["", "Escalation: after the suite at its budget, every step attacked the images still standing again at "
+             "larger budgets (restarts, else queries, else steps times the factor; logit matching's candidate "
+             "guides too; fresh random starts), until a round broke at most "
+             f"{a.get('escalation_tolerance', 0.01):g} of the images in every column. Rate after each round:", "",
+             "| bound | verdict | " + " | ".join(f"{r['factor']}x" for r in bounds[0][1]["rounds"]) + " | converged |",
+             "|---|---|" + "---|" * (len(bounds[0][1]["rounds"]) + 1)]
+    for name, e in bounds:
+        for column, since in e["converged"].items():
+            rates = " | ".join(fmt(r["robust"][column]) for r in e["rounds"])
+            lines.append(f"| {bound_label(name)} | {column_name(column)} | {rates} | "
+                         + (f"at {since}x" if since is not None else "**not converged at the cap**") + " |")
+    return lines
+
+
+def alarm_lines(a: dict) -> list[str]:
+    """The masking alarm's verdict and its evidence (`security.alarm`)."""
+    alarm = a.get("alarm")
+    if alarm is None:
+        return []
+    if not alarm["raised"]:
+        return ["", "Masking alarm: not raised (no gradient-free step beat the gradient steps"
+                + (", every escalation converged" if any("escalation" in b for b in a["bounds"].values()) else "")
+                + (", the binarization test passed" if a.get("binarization") else "") + ")."]
+    return ["", "**Masking alarm raised**: these robust accuracies may overstate the defense:", "",
+            *[f"- {line}" for line in alarm["evidence"]]]
 
 
 def steps_run(a: dict) -> list[Step]:
@@ -203,7 +236,8 @@ def _classifier_section(a: dict) -> list[str]:
             "and APGD-DLR on every image; an image is robust only if the classifier is right under all of them "
             f"(worst case). First {a['n']} images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); "
             f"APGD-T and FAB-T {a['targets']} target classes; Square {a['queries']} queries.", "",
-            *_bound_table(a), "", "| bound | attack | accuracy | flagged |", "|---|---|---|---|",
+            *_bound_table(a), *escalation_lines(a), *alarm_lines(a), "",
+            "| bound | attack | accuracy | flagged |", "|---|---|---|---|",
             *[row for name, b in in_order(a["bounds"]) for row in per_attack_rows(name, b["per_attack"])],
             *binarization_lines(a.get("binarization"))]
 

@@ -69,6 +69,10 @@ class BoundResult:
     fixed_fpr: dict | None = None
     per_attack: dict[str, AttackRow] = field(default_factory=dict)
     square_beyond_gradient: dict = field(default_factory=dict)
+    # escalation (empty when off): each round's factor, rates per column and what it broke; per column the factor
+    # from which every later round broke at most the tolerance (None: the last round still broke more)
+    rounds: list = field(default_factory=list)
+    converged: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -80,11 +84,13 @@ class BoundResult:
         return {"norm": self.norm, "eps": self.eps, **defense,
                 **({"fixed_fpr": self.fixed_fpr} if self.fixed_fpr is not None else {}), **rest,
                 "per_attack": {k: r.to_json() for k, r in self.per_attack.items()},
-                "square_beyond_gradient": self.square_beyond_gradient}
+                "square_beyond_gradient": self.square_beyond_gradient,
+                **({"escalation": {"rounds": self.rounds, "converged": self.converged}} if self.rounds else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> BoundResult:
-        fixed = {"norm", "eps", "fixed_fpr", "per_attack", "square_beyond_gradient"}
+        fixed = {"norm", "eps", "fixed_fpr", "per_attack", "square_beyond_gradient", "escalation"}
+        escalation = d.get("escalation", {})
         return cls(d["norm"], d["eps"], {k: v for k, v in d.items() if k not in fixed}, d.get("fixed_fpr"),
                    {k: AttackRow.from_json(r) for k, r in d["per_attack"].items()},
-                   d.get("square_beyond_gradient", {}))
+                   d.get("square_beyond_gradient", {}), escalation.get("rounds", []), escalation.get("converged", {}))

@@ -21,6 +21,7 @@ each baseline.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -100,9 +101,29 @@ class Step:
     def set_stem(self, **fill) -> str:
         return (self.stem or self.name).format(**fill)
 
-    def resolved(self, budget: Budget) -> dict:
-        """The step's attack settings under `budget` (without the bound, which the engine adds)."""
-        return {**{k: getattr(budget, f) for k, f in self.budget.items()}, **self.settings}
+    def resolved(self, budget: Budget, factor: int = 1, round_: int = 0) -> dict:
+        """The step's attack settings under `budget` (without the bound, which the engine adds); escalated
+        `factor` times in escalation round `round_` (1, 2, ...): the restarts, else the queries, else the steps
+        scaled, logit matching's candidate guides too, and random starts drawn from the round's seed."""
+        out = {**{k: getattr(budget, f) for k, f in self.budget.items()}, **self.settings}
+        if factor == 1:
+            return out
+        scaled = next((k for k in ("restarts", "queries", "steps") if k in out), None)
+        if scaled is not None:
+            out[scaled] *= factor
+        params = self.parameters()
+        if "candidates" in params:
+            out["candidates"] = out.get("candidates", params["candidates"].default) * factor
+        if "seed" in params:
+            out["seed"] = round_
+        return out
+
+    def parameters(self) -> dict:
+        """The attack function's parameters (what the step's settings may name)."""
+        from reabsnet.attacks import ATTACKS
+
+        fn = ATTACKS[self.attack] if isinstance(self.attack, str) else self.attack
+        return dict(inspect.signature(inspect.unwrap(fn)).parameters)
 
     @property
     def attack_name(self) -> str:

@@ -1,0 +1,49 @@
+"""The masking alarm: evidence, from what an evaluation already measured, that its robust accuracies overstate the
+defense because the gradient attacks fail on it rather than because it is robust (Carlini et al. 2019, section 5;
+AutoAttack warns likewise when its gradient-free attack beats its gradient ones). Raised where
+
+- a gradient-free step (Square) broke images that every gradient step of the suite left standing;
+- an escalation round at the largest budget still broke more than the tolerance (the rate had not stopped falling);
+- the binarization test failed: the suite's attacks, all together, missed examples known to exist.
+
+Each piece of evidence names its bound, its verdict column and its counts.
+"""
+
+from __future__ import annotations
+
+from reabsnet.security.results import BoundResult
+
+# the verdict columns as the report names them (a baseline column is its own name: "madry", "madry_autoattack")
+COLUMN_NAMES = {"reabsnet": "ReabsNet", "selective": "reject policy"}
+
+
+def column_name(column: str) -> str:
+    if column in COLUMN_NAMES:
+        return COLUMN_NAMES[column]
+    who, _, ensemble = column.partition("_")
+    return f"{who} (AutoAttack)" if ensemble else who
+
+
+def masking_alarm(results: dict) -> dict:
+    """{"raised": bool, "evidence": [one line per finding]} for an adaptive evaluation's results."""
+    evidence = []
+    for name, b in results["bounds"].items():
+        bound = BoundResult.from_json(b)
+        for column, k in bound.square_beyond_gradient.items():
+            if k:
+                evidence.append(f"{name}: Square broke {k} image{'s' * (k != 1)} every gradient step left standing "
+                                f"({column_name(column)})")
+        if bound.rounds:
+            last = bound.rounds[-1]
+            for column, since in bound.converged.items():
+                if since is None:
+                    evidence.append(f"{name}: the {last['factor']}x round still broke {last['broke'][column]} "
+                                    f"({column_name(column)}): not converged at the cap")
+    for name, test in results.get("binarization", {}).items():
+        for model, policies in test["tests"].items():
+            for policy, record in policies.items():
+                worst = record["attacks"]["any attack"]
+                if not worst["passes"] and worst["n"]:
+                    evidence.append(f"{name}: the binarization test of {model} ({policy}) failed: the attacks found "
+                                    f"{worst['success']} of {worst['n']} examples known to exist")
+    return {"raised": bool(evidence), "evidence": evidence}
