@@ -198,6 +198,11 @@ def _your_model(sub) -> None:
                     "N images (default: 0, skip)")
     ev.add_argument("--suite", metavar="STEP,...", help="the adaptive suite's steps to run, comma-separated "
                     "(`reabsnet suite` lists them; default: all). --attacks names the attacks of Tables 1-2")
+    ev.add_argument("--escalate", default="", metavar="F,...", help="budget multiples, ascending (e.g. 3,10): after "
+                    "the suite, the images still standing are attacked again at each in turn until a round breaks "
+                    "at most --tolerance of them (default: off)")
+    ev.add_argument("--tolerance", type=float, default=0.01, help="the share of images a round may break and the "
+                    "rates still count as converged (default: 0.01)")
     ev.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, results.json and the attack sets "
                     "go; a rerun reuses the sets")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")

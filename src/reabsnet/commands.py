@@ -187,6 +187,7 @@ def cmd_evaluate(args) -> None:
     from reabsnet.security.api import evaluate_adaptive
 
     suite = _suite(args.suite)
+    escalate = _factors(args.escalate)
     bounds = [_fraction(b) for b in args.bounds.split(",") if b.strip()]
     attacks = [] if args.attacks == "none" else [a.strip() for a in args.attacks.split(",") if a.strip()]
     if args.guardian is None and attacks:
@@ -217,12 +218,22 @@ def cmd_evaluate(args) -> None:
     result = evaluate_adaptive(master, guardian, x, y, norm=args.norm, bounds=bounds, policy=args.policy,
                                budget=args.budget, box=box, threshold=args.threshold, temperature=args.temperature,
                                x_calibration=x_calibration, binarization=args.binarization, suite=suite,
-                               out=out / "adaptive")
+                               escalate=escalate, tolerance=args.tolerance, out=out / "adaptive")
     results["adaptive"] = result.results
     write_user(out, results)
     rates = ", ".join(f"{name}: {rate:.3f}" for name, rate in result.robust_accuracy().items())
     print(f"robust accuracy ({result.policy}, worst case over the suite): {rates}")
+    alarm = result.results["alarm"]
+    print("masking alarm: " + ("; ".join(alarm["evidence"]) if alarm["raised"] else "not raised"))
     print(f"report: {out / 'REPORT.md'}")
+
+
+def _factors(text: str) -> tuple[int, ...]:
+    """--escalate's "3,10" -> (3, 10), refused in one line where it is not whole multiples above 1, ascending."""
+    from reabsnet.checks import check_setting
+
+    check_setting("escalate", text, "--")
+    return tuple(int(p) for p in text.split(",")) if text else ()
 
 
 def _command_line(default: str) -> str:
