@@ -106,3 +106,50 @@ def test_escalation_settings_out_of_range_are_refused_in_one_line(escalate, tole
                                    tolerance=tolerance)
     with pytest.raises(ReabsnetError, match="adaptive.escalate"):
         get_profile("smoke", ["adaptive.escalate=10,3"])
+
+
+class Calm(nn.Module):
+    """A guardian that never flags: two logits, natural ahead by 5 whatever the input (linear in it, so the
+    modifier's DeepFool has a gradient to read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.T + torch.tensor([5.0, 0.0])
+
+
+def test_images_standing_without_a_gradient_trip_an_indicator_and_raise_the_alarm():
+    x, y = images(10)
+    r = reabsnet.evaluate_adaptive(Quantised(), Calm(), x, y, bounds=[0.3], budget="smoke", sanity=False,
+                                   suite=Suite.standard().only("joint-apgd-ce"))
+    b = r.results["bounds"]["linf 0.3"]
+    standing = b["reabsnet"]["k"]
+    assert 0 < standing < 10          # random starts broke some; the rest stand only because nothing moves them
+    assert b["indicators"]["unavailable gradients"] == {"reabsnet": standing, "selective": b["selective"]["k"]}
+    assert any("unavailable gradients" in line for line in r.results["alarm"]["evidence"])
+    assert "| L-inf 0.3 | 0 / 0 | 0 / 0 |" in r.markdown()
+
+
+def test_the_recheck_counts_an_image_broken_only_where_both_judgements_agree():
+    from types import SimpleNamespace
+
+    from reabsnet.security.engine import recheck
+    from reabsnet.security.ledger import Ledger
+    from reabsnet.security.results import BoundResult
+
+    class Defense:
+        def predict_batches(self, x):     # judged again on their own, images 0 and 1: right, and 1 flagged
+            assert len(x) == 2
+            return SimpleNamespace(label=torch.tensor([0, 1]), flagged=torch.tensor([False, True]))
+
+    y = torch.zeros(4, dtype=torch.long)
+    run = SimpleNamespace(target=SimpleNamespace(defense=Defense()), y=y)
+    ledger = Ledger.open(y, {"reabsnet": torch.ones(4, dtype=torch.bool), "selective": torch.ones(4, dtype=torch.bool)})
+    result = BoundResult("linf", 0.1)
+    wrong_in_batch = torch.tensor([False, False, True, True])         # images 0 and 1 broken in their batch
+    correct, ok = recheck(run, ledger, result, torch.zeros(4, 1, 2, 2), wrong_in_batch, wrong_in_batch.clone())
+    assert correct.tolist() == [True, False, True, True] and ok.tolist() == [True, True, True, True]
+    assert result.rechecked == {"reabsnet": 1, "selective": 2}
+    assert ledger.tripped["unstable prediction"].tolist() == [True, True, False, False]

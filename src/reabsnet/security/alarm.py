@@ -4,7 +4,8 @@ AutoAttack warns likewise when its gradient-free attack beats its gradient ones)
 
 - a gradient-free step (Square) broke images that every gradient step of the suite left standing;
 - an escalation round at the largest budget still broke more than the tolerance (the rate had not stopped falling);
-- the binarization test failed: the suite's attacks, all together, missed examples known to exist.
+- the binarization test failed: the suite's attacks, all together, missed examples known to exist;
+- images still standing tripped an indicator of attack failure (`security.indicators`).
 
 Each piece of evidence names its bound, its verdict column and its counts.
 """
@@ -33,6 +34,11 @@ def masking_alarm(results: dict) -> dict:
             if k:
                 evidence.append(f"{name}: Square broke {k} image{'s' * (k != 1)} every gradient step left standing "
                                 f"({column_name(column)})")
+        for column in ("reabsnet", "selective"):
+            tripped = {k: v[column] for k, v in bound.indicators.items() if v.get(column)}
+            if tripped:
+                evidence.append(f"{name}: images standing for {column_name(column)} tripped indicators of attack "
+                                "failure: " + ", ".join(f"{k} {v}" for k, v in tripped.items()))
         if bound.rounds:
             last = bound.rounds[-1]
             for column, since in bound.converged.items():

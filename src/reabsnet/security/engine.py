@@ -24,6 +24,7 @@ from reabsnet.errors import ReabsnetError
 from reabsnet.evaluation.paper import AttackSpec, build_sets
 from reabsnet.evaluation.stats import rate
 from reabsnet.profiles import EvalConfig
+from reabsnet.security.indicators import standing_indicators
 from reabsnet.security.ledger import Ledger
 from reabsnet.security.networks import Target
 from reabsnet.security.results import AttackRow, BoundResult
@@ -120,6 +121,7 @@ def run_bound(run: Run, norm: str, eps: float, prior: Ledger | None) -> tuple[Bo
     run_round(run, ledger, result, norm, eps, prior is not None, square)
     if run.setup.escalate:
         escalate(run, ledger, result, norm, eps, square)
+    result.indicators = standing_indicators(run, ledger)
     if defense is not None:
         result.robust |= {k: rate(ledger.standing[k]) for k in ("reabsnet", "selective")}
         p = run.clean["pipeline"].p_adversarial
@@ -269,8 +271,16 @@ def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm
     s = spec(run, step, norm, eps, factor=factor, round_=round_)
     everywhere = step.minimal or not (step.survivors or nested)
     standing = None if everywhere else union(defense_masks(run, ledger, step, bool(round_)), step.verdicts)
-    x_adv = minimal_step(run, step, view, eps) if step.minimal else attack(run, *view, s, standing)[0]
+    if step.minimal:
+        x_adv, arrays = minimal_step(run, step, view, eps), None
+    else:
+        x_adv, arrays = attack(run, *view, s, standing)
     pred, correct, ok = judge(run, ledger, x_adv)
+    correct, ok = recheck(run, ledger, result, x_adv, correct, ok)
+    if arrays is not None and "success" in arrays:     # the step's own view called it adversarial
+        claimed = torch.zeros_like(correct)
+        claimed[slice(None) if standing is None else standing.nonzero().squeeze(1)] = arrays["success"].bool()
+        ledger.trip("transfer failure", claimed & correct & ok)
     key = step.name if step.minimal else s.key
     if everywhere:
         row = AttackRow(accuracy={"reabsnet": rate(correct & run.columns["reabsnet"]),
@@ -286,6 +296,28 @@ def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm
         for k, v in broke.items():
             square[k] += v
     result.per_attack[key] = row
+
+
+def recheck(run: Run, ledger: Ledger, result: BoundResult, x_adv: torch.Tensor, correct: torch.Tensor,
+            ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples that would break a standing image, judged again in a batch of their own: an image falls only
+    where both judgements call it broken. A joint attack stops at the first point the joint logits call
+    adversarial, on the guardian's boundary, where another batch's arithmetic can flip the flag; the flips are
+    counted per column (`result.rechecked`) and their images marked as unstable predictions."""
+    suspect = (ledger.standing["reabsnet"] & ~correct) | (ledger.standing["selective"] & ~ok)
+    if not suspect.any():
+        return correct, ok
+    idx = suspect.nonzero().squeeze(1)
+    again = run.target.defense.predict_batches(x_adv[idx])
+    right = again.label.to(run.y.device) == run.y[idx]
+    agreed = {"reabsnet": correct.clone(), "selective": ok.clone()}
+    agreed["reabsnet"][idx] |= right
+    agreed["selective"][idx] |= again.flagged.to(right.device) | right
+    for column, before in (("reabsnet", correct), ("selective", ok)):
+        flipped = agreed[column] & ~before & ledger.standing[column]
+        result.rechecked[column] = result.rechecked.get(column, 0) + int(flipped.sum())
+        ledger.trip("unstable prediction", flipped)
+    return agreed["reabsnet"], agreed["selective"]
 
 
 def defense_masks(run: Run, ledger: Ledger, step: Step, now: bool = False) -> dict[str, torch.Tensor]:

@@ -22,6 +22,8 @@ class Ledger:
     steps: list[str] = field(default_factory=list)      # the set names of the steps, in the order they were judged
     broken_by: dict[str, torch.Tensor] = field(default_factory=dict)   # column -> index into `steps`, or STANDING
     start: dict[str, torch.Tensor] = field(default_factory=dict)       # what stood when the bound began
+    # indicators of attack failure (Pintor et al. 2022) per image: indicator -> bool per image (`security.indicators`)
+    tripped: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def open(cls, y: torch.Tensor, clean: dict[str, torch.Tensor], prior: Ledger | None = None,
@@ -46,6 +48,10 @@ class Ledger:
         self.broken_by[column][fell] = self.steps.index(step)
         self.standing[column] &= ~wrong
         return int(fell.sum())
+
+    def trip(self, indicator: str, where: torch.Tensor) -> None:
+        """Mark the images `where` as having tripped `indicator`."""
+        self.tripped[indicator] = self.tripped.get(indicator, torch.zeros_like(where)) | where
 
     def held_fpr(self, calibration: dict | None, p_clean: torch.Tensor, master_clean: torch.Tensor) -> torch.Tensor:
         """The images the reject policy still holds at some calibrated threshold."""

@@ -42,7 +42,7 @@ def adaptive_section(a: dict) -> list[str]:
              "*Reject policy* is the selective-classification alternative the paper argues against: flagged inputs "
              "are rejected instead of revised; an outcome is acceptable when the input is rejected or classified "
              "correctly (against the joint attacks that policy faces exactly the attacks above).", "",
-             *_bound_table(a), *escalation_lines(a), *alarm_lines(a)]
+             *_bound_table(a), *escalation_lines(a), *indicator_lines(a), *alarm_lines(a)]
     lines += _fixed_fpr(a) + binarization_lines(a.get("binarization")) + _precision_lines(a)
     if a.get("nested"):
         lines += ["", "Bounds are nested: within a norm, at each larger bound every attack ran only on the images the "
@@ -81,6 +81,26 @@ def escalation_lines(a: dict) -> list[str]:
     return lines
 
 
+def indicator_lines(a: dict) -> list[str]:
+    """Per bound, the images still standing that tripped each indicator of attack failure, and the verdicts the
+    re-check in a batch of their own reversed."""
+    rows = [(name, b) for name, b in in_order(a["bounds"]) if "indicators" in b]
+    if not rows:
+        return []
+    names = list(rows[0][1]["indicators"])
+    lines = ["", "Indicators of attack failure (Pintor et al. 2022) among the images still standing (ReabsNet / "
+             "reject policy): an image that stands with one tripped is not evidence of robustness. *Re-check*: "
+             "the verdicts a second judgement, of the breaking examples in a batch of their own, reversed (an image "
+             "falls only where both judgements agree).", "",
+             "| bound | " + " | ".join(names) + " | re-check reversed |", "|---|" + "---|" * (len(names) + 1)]
+    for name, b in rows:
+        ind, re = b["indicators"], b.get("rechecked", {})
+        lines.append(f"| {bound_label(name)} | " + " | ".join(f"{ind[k]['reabsnet']} / {ind[k]['selective']}"
+                                                          for k in names)
+                     + f" | {re.get('reabsnet', 0)} / {re.get('selective', 0)} |")
+    return lines
+
+
 def alarm_lines(a: dict) -> list[str]:
     """The masking alarm's verdict and its evidence (`security.alarm`)."""
     alarm = a.get("alarm")
@@ -88,6 +108,8 @@ def alarm_lines(a: dict) -> list[str]:
         return []
     if not alarm["raised"]:
         return ["", "Masking alarm: not raised (no gradient-free step beat the gradient steps"
+                + (", no standing image tripped an indicator of attack failure"
+                   if any("indicators" in b for b in a["bounds"].values()) else "")
                 + (", every escalation converged" if any("escalation" in b for b in a["bounds"].values()) else "")
                 + (", the binarization test passed" if a.get("binarization") else "") + ")."]
     return ["", "**Masking alarm raised**: these robust accuracies may overstate the defense:", "",

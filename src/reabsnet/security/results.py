@@ -73,6 +73,10 @@ class BoundResult:
     # from which every later round broke at most the tolerance (None: the last round still broke more)
     rounds: list = field(default_factory=list)
     converged: dict = field(default_factory=dict)
+    # verdicts the re-check in a batch of its own reversed, per column; and per indicator of attack failure, the
+    # images still standing per column that tripped it (`security.indicators`)
+    rechecked: dict = field(default_factory=dict)
+    indicators: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -85,12 +89,16 @@ class BoundResult:
                 **({"fixed_fpr": self.fixed_fpr} if self.fixed_fpr is not None else {}), **rest,
                 "per_attack": {k: r.to_json() for k, r in self.per_attack.items()},
                 "square_beyond_gradient": self.square_beyond_gradient,
-                **({"escalation": {"rounds": self.rounds, "converged": self.converged}} if self.rounds else {})}
+                **({"escalation": {"rounds": self.rounds, "converged": self.converged}} if self.rounds else {}),
+                **({"rechecked": self.rechecked} if self.rechecked else {}),
+                **({"indicators": self.indicators} if self.indicators else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> BoundResult:
-        fixed = {"norm", "eps", "fixed_fpr", "per_attack", "square_beyond_gradient", "escalation"}
+        fixed = {"norm", "eps", "fixed_fpr", "per_attack", "square_beyond_gradient", "escalation", "rechecked",
+                 "indicators"}
         escalation = d.get("escalation", {})
         return cls(d["norm"], d["eps"], {k: v for k, v in d.items() if k not in fixed}, d.get("fixed_fpr"),
                    {k: AttackRow.from_json(r) for k, r in d["per_attack"].items()},
-                   d.get("square_beyond_gradient", {}), escalation.get("rounds", []), escalation.get("converged", {}))
+                   d.get("square_beyond_gradient", {}), escalation.get("rounds", []), escalation.get("converged", {}),
+                   d.get("rechecked", {}), d.get("indicators", {}))
