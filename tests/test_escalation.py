@@ -81,6 +81,9 @@ def test_a_robust_classifier_converges_at_the_first_round_and_raises_no_alarm():
     assert r.robust_accuracy()["linf 0.1"] == 0.5                     # exactly the robust half
     assert len(e["rounds"]) == 2 and e["rounds"][1]["broke"] == {"master": 0, "master_autoattack": 0}
     assert e["converged"] == {"master": 1, "master_autoattack": 1}
+    # the calm 3x round ended it: no step ran at 10x, and at 3x only on the images still standing
+    attacks = r.results["bounds"]["linf 0.1"]["per_attack"]
+    assert not any("-x10-" in k for k in attacks) and attacks["master-square-x3-linf-0.10"]["attacked"] == 10
     assert r.results["alarm"] == {"raised": False, "evidence": []}
     assert "| L-inf 0.1 | master | 0.500 | 0.500 | at 1x |" in r.markdown()
     assert "Masking alarm: not raised" in r.markdown()

@@ -162,13 +162,17 @@ def escalate(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: floa
         return {c: rate(ledger.standing[c])["rate"] for c in columns}
 
     result.rounds = [{"factor": 1, "robust": rates()}]
+    ledger.active = set(columns)
     for r, factor in enumerate(run.setup.escalate, start=1):
         before = {c: int(ledger.standing[c].sum()) for c in columns}
         run_round(run, ledger, result, norm, eps, True, square, factor, r)
         broke = {c: before[c] - int(ledger.standing[c].sum()) for c in columns}
         result.rounds.append({"factor": factor, "robust": rates(), "broke": broke})
-        if all(v <= calm for v in broke.values()):
+        # a column whose round was calm has converged: the next round attacks only the others' images
+        ledger.active = {c for c in ledger.active if broke[c] > calm}
+        if not ledger.active:
             break
+    ledger.active = None
     result.converged = {}
     for c in columns:
         since = None          # the earliest round from which every later round was calm
@@ -271,6 +275,8 @@ def defense_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, norm
     s = spec(run, step, norm, eps, factor=factor, round_=round_)
     everywhere = step.minimal or not (step.survivors or nested)
     standing = None if everywhere else union(defense_masks(run, ledger, step, bool(round_)), step.verdicts)
+    if round_ and not standing.any():
+        return          # an escalation round with nothing of this step's left to attack
     if step.minimal:
         x_adv, arrays = minimal_step(run, step, view, eps), None
     else:
@@ -325,10 +331,12 @@ def defense_masks(run: Run, ledger: Ledger, step: Step, now: bool = False) -> di
     nested bound) or what stands now (a survivor step, or any step of an escalation round: `now`)."""
     if not (step.survivors or now):
         return ledger.start
+    standing = ledger.open_columns()
     if "reject@fpr" not in step.verdicts:
-        return ledger.standing
+        return standing
     p = run.clean["pipeline"].p_adversarial
-    return {**ledger.standing, "reject@fpr": ledger.held_fpr(run.calibration, p, run.clean["master"])}
+    held = ledger.held_fpr(run.calibration, p, run.clean["master"])
+    return {**standing, "reject@fpr": held if ledger.active is None or "selective" in ledger.active else held & False}
 
 
 def minimal_step(run: Run, step: Step, view, eps: float) -> torch.Tensor:
@@ -353,6 +361,8 @@ def threshold_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, no
                    t: float, factor: int = 1, round_: int = 0) -> None:
     """A step aimed under the calibrated threshold t, on the images the reject policy at t still holds (accepted
     and right clean, or rejected clean; and no example so far wrong and under t)."""
+    if ledger.active is not None and "selective" not in ledger.active:
+        return          # the reject policy's rates stopped falling: no further round aims under its thresholds
     p_clean = run.clean["pipeline"].p_adversarial
     holds = ((p_clean > t) | run.clean["master"]) & ~broken_at(t, run.y, ledger.seen)
     s = spec(run, step, norm, eps, step.set_stem(fpr=label), factor, round_)
@@ -371,8 +381,10 @@ def baseline_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, who
     s = spec(run, step, norm, eps, step.set_stem(baseline=who), factor, round_)
     columns = {"worst": who, "autoattack": f"{who}_autoattack"}
     everywhere = not (step.survivors or nested)
-    masks = ledger.start if not (step.survivors or round_) else ledger.standing
+    masks = ledger.start if not (step.survivors or round_) else ledger.open_columns()
     standing = None if everywhere else union({v: masks[c] for v, c in columns.items()}, step.verdicts)
+    if round_ and not standing.any():
+        return
     x_adv, arrays = attack(run, model, meta, s, standing, baseline=True)
     if everywhere:       # the set's own labels, which its attack judged in float32 on the same images
         wrong = arrays["label"] != run.y

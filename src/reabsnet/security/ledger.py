@@ -24,6 +24,8 @@ class Ledger:
     start: dict[str, torch.Tensor] = field(default_factory=dict)       # what stood when the bound began
     # indicators of attack failure (Pintor et al. 2022) per image: indicator -> bool per image (`security.indicators`)
     tripped: dict[str, torch.Tensor] = field(default_factory=dict)
+    # during an escalation round, the columns whose rates have not yet stopped falling (None: every column)
+    active: set[str] | None = None
 
     @classmethod
     def open(cls, y: torch.Tensor, clean: dict[str, torch.Tensor], prior: Ledger | None = None,
@@ -48,6 +50,13 @@ class Ledger:
         self.broken_by[column][fell] = self.steps.index(step)
         self.standing[column] &= ~wrong
         return int(fell.sum())
+
+    def open_columns(self) -> dict[str, torch.Tensor]:
+        """What stands, in the columns still escalating (every column outside escalation): the images a survivor
+        step chooses from."""
+        if self.active is None:
+            return self.standing
+        return {k: v if k in self.active else torch.zeros_like(v) for k, v in self.standing.items()}
 
     def trip(self, indicator: str, where: torch.Tensor) -> None:
         """Mark the images `where` as having tripped `indicator`."""
