@@ -85,7 +85,7 @@ def test_a_robust_classifier_converges_at_the_first_round_and_raises_no_alarm():
     attacks = r.results["bounds"]["linf 0.1"]["per_attack"]
     assert not any("-x10-" in k for k in attacks) and attacks["master-square-x3-linf-0.10"]["attacked"] == 10
     assert r.results["alarm"] == {"raised": False, "evidence": []}
-    assert "| L-inf 0.1 | master | 0.500 | 0.500 | at 1x |" in r.markdown()
+    assert "| L-inf 0.1 | master alone | 0.500 | 0.500 | at 1x |" in r.markdown()
     assert "Masking alarm: not raised" in r.markdown()
 
 
@@ -95,7 +95,7 @@ def test_a_failed_binarization_test_raises_the_alarm():
     results = {"bounds": {}, "binarization": {"linf 0.3": {"tests": {"ReabsNet": {"reject": record}}}}}
     alarm = masking_alarm(results)
     assert alarm["raised"] and alarm["evidence"] == [
-        "linf 0.3: the binarization test of ReabsNet (reject) failed: the attacks found 4 of 10 examples known to "
+        "L-inf 0.3: the binarization test of ReabsNet (reject) failed: the attacks found 4 of 10 examples known to "
         "exist"]
     record["attacks"]["any attack"] |= {"success": 10, "passes": True}       # one attack passing is enough
     assert not masking_alarm(results)["raised"]

@@ -12,24 +12,26 @@ Each piece of evidence names its bound, its verdict column and its counts.
 
 from __future__ import annotations
 
+from reabsnet.rates import bound_label
 from reabsnet.security.results import BoundResult
 
 # the verdict columns as the report names them (a baseline column is its own name: "madry", "madry_autoattack")
-COLUMN_NAMES = {"reabsnet": "ReabsNet", "selective": "reject policy"}
+COLUMN_NAMES = {"reabsnet": "ReabsNet", "selective": "reject policy", "master": "master alone",
+                "madry": "Madry-style baseline"}
 
 
 def column_name(column: str) -> str:
-    if column in COLUMN_NAMES:
-        return COLUMN_NAMES[column]
+    """A verdict column as the report names it ("madry_autoattack": "Madry-style baseline (AutoAttack)")."""
     who, _, ensemble = column.partition("_")
-    return f"{who} (AutoAttack)" if ensemble else who
+    name = COLUMN_NAMES.get(column) or COLUMN_NAMES.get(who, who)
+    return f"{name} (AutoAttack)" if ensemble == "autoattack" else name
 
 
 def masking_alarm(results: dict) -> dict:
     """{"raised": bool, "evidence": [one line per finding]} for an adaptive evaluation's results."""
     evidence = []
-    for name, b in results["bounds"].items():
-        bound = BoundResult.from_json(b)
+    for key, b in results["bounds"].items():
+        bound, name = BoundResult.from_json(b), bound_label(key)
         for column, k in bound.square_beyond_gradient.items():
             if k:
                 evidence.append(f"{name}: Square broke {k} image{'s' * (k != 1)} every gradient step left standing "
@@ -45,7 +47,8 @@ def masking_alarm(results: dict) -> dict:
                 if since is None:
                     evidence.append(f"{name}: the {last['factor']}x round still broke {last['broke'][column]} "
                                     f"({column_name(column)}): not converged at the cap")
-    for name, test in results.get("binarization", {}).items():
+    for key, test in results.get("binarization", {}).items():
+        name = bound_label(key)
         for model, policies in test["tests"].items():
             for policy, record in policies.items():
                 worst = record["attacks"]["any attack"]

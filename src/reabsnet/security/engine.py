@@ -165,9 +165,10 @@ def escalate(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: floa
     ledger.active = set(columns)
     for r, factor in enumerate(run.setup.escalate, start=1):
         before = {c: int(ledger.standing[c].sum()) for c in columns}
+        attacked = sorted(ledger.active)
         run_round(run, ledger, result, norm, eps, True, square, factor, r)
         broke = {c: before[c] - int(ledger.standing[c].sum()) for c in columns}
-        result.rounds.append({"factor": factor, "robust": rates(), "broke": broke})
+        result.rounds.append({"factor": factor, "columns": attacked, "robust": rates(), "broke": broke})
         # a column whose round was calm has converged: the next round attacks only the others' images
         ledger.active = {c for c in ledger.active if broke[c] > calm}
         if not ledger.active:

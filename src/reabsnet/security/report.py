@@ -62,12 +62,14 @@ def escalation_lines(a: dict) -> list[str]:
     bounds = [(name, b["escalation"]) for name, b in in_order(a["bounds"]) if "escalation" in b]
     if not bounds:
         return []
-    # a bound whose rates stopped falling early ran fewer rounds: its later cells are "-"
+    # a verdict whose rates stopped falling is not attacked in later rounds: its cells there are "-"
     factors = sorted({r["factor"] for _, e in bounds for r in e["rounds"]})
     lines = ["", "Escalation: after the suite at its budget, every step attacked the images still standing again at "
-             "larger budgets (restarts, else queries, else steps times the factor; logit matching's candidate "
-             "guides too; fresh random starts), until a round broke at most "
-             f"{a.get('escalation_tolerance', 0.01):g} of the images in every column. Rate after each round:", "",
+             "larger budgets (APGD's restarts, else Square's queries, else the steps, times the factor; logit "
+             "matching's candidate guides too; fresh random starts). A verdict whose round broke at most "
+             f"{a.get('escalation_tolerance', 0.01):g} of the images has converged (at the budget before that "
+             "round) and later rounds leave its images; the headline rates are the last round's. Rate after each "
+             "round:", "",
              "| bound | verdict | " + " | ".join(f"{f}x" for f in factors) + " | converged |",
              "|---|---|" + "---|" * (len(factors) + 1)]
     for name, e in bounds:
@@ -75,7 +77,8 @@ def escalation_lines(a: dict) -> list[str]:
         order = [c for c, _, _ in ADAPTIVE_COLUMNS]
         for column in sorted(e["converged"], key=lambda c: (order.index(c) if c in order else len(order), c)):
             since = e["converged"][column]
-            rates = " | ".join(fmt(ran[f]["robust"][column]) if f in ran else "-" for f in factors)
+            rates = " | ".join(fmt(ran[f]["robust"][column]) if f in ran and column in ran[f].get("columns", [column])
+                               else "-" for f in factors)
             lines.append(f"| {bound_label(name)} | {column_name(column)} | {rates} | "
                          + (f"at {since}x" if since is not None else "**not converged at the cap**") + " |")
     return lines
