@@ -159,3 +159,46 @@ def test_docs_security_guardian_table_is_the_sharpness_study():
         printed = _numbers(label)[-1:] + [n for cell in cells for n in _numbers(cell)]
         assert len(printed) == len(wanted) and all(
             _agrees(p, w) for p, w in zip(printed, wanted, strict=True)), (label, printed, wanted)
+
+
+ESCALATION = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "ESCALATION.json").read_text())["adaptive"]
+
+
+def _escalated(bound: str, column: str) -> tuple[list[float], str]:
+    """A verdict's rate after each round it was attacked in, and where it converged ("at Nx" or "not converged at
+    Mx", M the cap)."""
+    e = ESCALATION["bounds"][bound]["escalation"]
+    rates = [r["robust"][column] for r in e["rounds"] if column in r.get("columns", [column])]
+    since = e["converged"][column]
+    return rates, (f"converged at {since}x" if since is not None else f"not converged at {e['rounds'][-1]['factor']}x")
+
+
+def test_docs_security_escalation_table_is_the_escalated_run():
+    rows = _table(SECURITY, "bound | ReabsNet: 1x / 3x / 10x")
+    assert [r[0] for r in rows] == ["L-inf 0.1", "L-inf 0.2", "L-inf 0.3"]
+    for label, *cells in rows:
+        bound = label.replace("L-inf", "linf")
+        for cell, column in zip(cells, ("reabsnet", "selective", "madry"), strict=True):
+            rates, state = _escalated(bound, column)
+            printed, said = cell.split(" (")
+            numbers = printed.split(" / ")
+            assert len(numbers) == len(rates) and all(_agrees(p, w) for p, w in zip(numbers, rates, strict=True)), (
+                label, column, numbers, rates)
+            assert said.rstrip(")") == state, (label, column, said, state)
+
+
+def test_the_verdict_says_where_the_headline_converged():
+    box = README[README.index("> **Verdict.**"):README.index("![robust accuracy")]
+    verdict = " ".join(line.removeprefix(">").strip() for line in box.splitlines())
+    said = re.search(r"3x and 10x on the first (\d+) test images[^:]*: ReabsNet's ([\d.]+) and the baseline's ([\d.]+)"
+                     r" at L-inf 0.3 converged at (\d+)x", verdict)
+    assert said, verdict
+    n, reabsnet, madry, at = said.groups()
+    assert int(n) == ESCALATION["n"]
+    for printed, column in ((reabsnet, "reabsnet"), (madry, "madry")):
+        rates, state = _escalated("linf 0.3", column)
+        assert _agrees(printed, rates[-1]) and state == f"converged at {at}x", (column, rates, state)
+    first, last = re.search(r"L-inf 0.2 the reject policy fell from ([\d.]+) to ([\d.]+) and had not converged",
+                            verdict).groups()
+    rates, state = _escalated("linf 0.2", "selective")
+    assert _agrees(first, rates[0]) and _agrees(last, rates[-1]) and state.startswith("not converged")
