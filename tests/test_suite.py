@@ -16,7 +16,7 @@ from reabsnet.defense import ReabsNet
 from reabsnet.errors import ReabsnetError
 from reabsnet.security.api import evaluate_adaptive
 from reabsnet.security.results import AttackRow, BoundResult
-from reabsnet.security.suite import BOTH, REVISE, TUNED, Step, Suite
+from reabsnet.security.suite import BOTH, MORE_AT_THRESHOLDS, REVISE, TUNED, Step, Suite
 from reabsnet.security.thresholds import FPRS, calibrate
 
 EPS = 0.6
@@ -127,14 +127,18 @@ def test_a_step_leaving_its_bound_is_refused_in_one_line_and_writes_nothing(tmp_
     assert not list(tmp_path.rglob("*.npz"))
 
 
-def test_every_step_of_the_standard_suite_runs_and_is_judged(tmp_path):
+@pytest.mark.parametrize("names", [None, ["+" + s.name for s in MORE_AT_THRESHOLDS]])
+def test_every_step_of_the_standard_suite_runs_and_is_judged(tmp_path, names):
+    """The standard suite, and (names "+...") the standard suite with every joint step re-aimed at the thresholds."""
     x, y = _images()
     calibration = x + 0.01 * torch.arange(8).view(8, 1, 1, 1)
-    result = _run(Suite.standard(), tmp_path, x_calibration=calibration)
+    suite = Suite.named(names) if names else Suite.standard()
+    assert len(suite) == len(Suite.standard()) + len(names or [])
+    result = _run(suite, tmp_path, x_calibration=calibration)
     r = result.results
     rows = r["bounds"][f"linf {EPS:g}"]["per_attack"]
     expected = []
-    for step in Suite.standard():
+    for step in suite:
         if step.minimal:
             continue            # joint CW-L2 serves L2 bounds only
         if step.at_threshold:

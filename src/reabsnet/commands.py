@@ -16,7 +16,7 @@ log = logging.getLogger("reabsnet")
 
 def cmd_suite(args) -> None:
     from reabsnet.security.api import BUDGETS
-    from reabsnet.security.suite import TUNED, Suite
+    from reabsnet.security.suite import MORE_AT_THRESHOLDS, TUNED, Suite
 
     if args.budget not in BUDGETS:
         raise ReabsnetError(f"budget {args.budget!r}: choose one of {', '.join(BUDGETS)}")
@@ -24,8 +24,10 @@ def cmd_suite(args) -> None:
           "steps before; verdicts: revise = ReabsNet, reject = the reject policy at 0.5, reject@fpr = at each "
           "calibrated threshold, worst / autoattack = each baseline):")
     print("\n".join(Suite.standard().lines(BUDGETS[args.budget])))
-    print(f"Hardening adds {TUNED.name} after joint-apgd-t. Pick steps with `evaluate --suite` or "
-          "`reproduce --set adaptive.suite=...`.")
+    print(f"Hardening adds {TUNED.name} after joint-apgd-t. Not in the standard suite, the other joint steps "
+          "re-aimed at each calibrated threshold: "
+          + ", ".join(s.name for s in MORE_AT_THRESHOLDS) + ". Pick steps with `evaluate --suite a,b` or "
+          "`reproduce --set adaptive.suite=a,b`; add to the standard suite with `+name` (`--suite +joint-fpr-square`).")
 
 
 def _suite(text: str | None):

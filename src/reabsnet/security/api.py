@@ -110,7 +110,9 @@ def profile_suite(profile: Profile, tuned: bool = False) -> Suite:
     """The suite a profile runs: the standard one, or the steps `adaptive.suite` names; the tuned attack only on a
     hardened guardian (`tuned`)."""
     names = parse_names(profile.adaptive.suite)
-    suite = Suite.named(names) if names else Suite.standard().add(TUNED, after="joint-apgd-t")
+    suite = Suite.named(names) if names else Suite.standard()
+    if tuned and TUNED.name not in suite.names and all(n.startswith("+") for n in names):
+        suite = suite.add(TUNED, after="joint-apgd-t")         # the standard suite's, with its additions
     return suite if tuned or TUNED.name not in suite.names else suite.without(TUNED.name)
 
 

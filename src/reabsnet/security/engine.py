@@ -367,7 +367,10 @@ def threshold_step(run: Run, ledger: Ledger, result: BoundResult, step: Step, no
     p_clean = run.clean["pipeline"].p_adversarial
     holds = ((p_clean > t) | run.clean["master"]) & ~broken_at(t, run.y, ledger.seen)
     s = spec(run, step, norm, eps, step.set_stem(fpr=label), factor, round_)
-    x_adv, _ = attack(run, *run.target.view("joint@fpr", t), s, holds)
+    view = run.target.view(step.network, t)
+    if view is None:
+        return
+    x_adv, _ = attack(run, *view, s, holds)
     pred, _, _ = judge(run, ledger, x_adv)
     wrong_under_t = (ledger.seen[-1][1] != run.y) & (pred.p_adversarial <= t)
     result.per_attack[s.key] = AttackRow(attacked=int(holds.sum()), at_threshold=t,

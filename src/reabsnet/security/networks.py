@@ -106,10 +106,10 @@ class Target:
             return self.joint_at(TUNED_THRESHOLD, scaled=False)
         if name == "joint@fpr":
             return self.joint_at(threshold, scaled=True)
-        if name == "joint-guided":
+        if name in ("joint-guided", "joint-guided@fpr"):
             if self.guides is None or not len(self.guides):
                 return None
-            joint, meta = self.joint(scaled=True)
+            joint, meta = self.joint(scaled=True) if name == "joint-guided" else self.joint_at(threshold, scaled=True)
             joint.guides = self.guides
             return joint, digest(meta, extra=("guides", len(self.guides)))
         if name.startswith("unrolled") and not self.paper_modifier:

@@ -8,7 +8,7 @@ import re
 from reabsnet.rates import bound_label, cell, fmt, in_order
 from reabsnet.runtime import BF16_MIN_SPEEDUP
 from reabsnet.security.alarm import column_name
-from reabsnet.security.suite import NETWORKS, TUNED, Step, Suite
+from reabsnet.security.suite import NETWORKS, Step, Suite
 
 DEFENSE_CLEAN = ("reabsnet", "selective_correct_or_rejected", "selective_rejected")
 # where the suite's attacks on detectors come from
@@ -119,6 +119,12 @@ def alarm_lines(a: dict) -> list[str]:
             *[f"- {line}" for line in alarm["evidence"]]]
 
 
+def _aimed(a: dict) -> str:
+    """The steps re-aimed under each calibrated threshold, by title ("APGD-CE and Orthogonal PGD")."""
+    titles = [s.title for s in steps_run(a) if s.at_threshold] or ["APGD-CE", "Orthogonal PGD"]
+    return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
 def steps_run(a: dict) -> list[Step]:
     """The steps of the standard suite (and the tuned one) whose sets the results hold rows of, in suite order.
     `a`: adaptive results, or {"bounds": [each bound's results], "baselines": [names], "n": images}."""
@@ -127,7 +133,7 @@ def steps_run(a: dict) -> list[Step]:
     names = a.get("baselines") or [k for k in a["clean"] if k not in DEFENSE_CLEAN]
     baselines = "|".join(re.escape(k) for k in names) or "-"
     found = []
-    for step in Suite.standard().add(TUNED, after="joint-apgd-t"):
+    for step in Suite.catalog():
         stem = re.escape(step.stem or step.name).replace(r"\{baseline\}", f"({baselines})").replace(
             r"\{fpr\}", "[0-9.]+")
         if any(re.fullmatch(f"{stem}(-(linf|l2)-[0-9.e-]+)?", k) for k in keys):
@@ -221,7 +227,7 @@ def _fixed_fpr(a: dict) -> list[str]:
              "is correct or rejected (Tramer 2022). *SR*: of the images the policy gets right clean, the share some "
              "attack's example fools unflagged (Bryniarski et al. 2022's SR@FPR). *ROC-AUC*: the guardian between "
              "the clean images and each image's final adversarial example (the wrong one it scores lowest). Every "
-             "attack above aims under 0.5; at each calibrated threshold joint APGD-CE and Orthogonal PGD run again, "
+             f"attack above aims under 0.5; at each calibrated threshold joint {_aimed(a)} run again, "
              "aiming under it, on the images the policy still holds there (rows `joint-fpr...` below), and every "
              "example of every attack counts at every threshold.", "",
              "| bound | threshold (clean FPR) | clean rejected | correct or rejected | robust, rejection is an error | "

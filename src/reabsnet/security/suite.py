@@ -66,6 +66,7 @@ NETWORKS = {
     "joint-tuned": f"the joint network with the guardian's threshold at {TUNED_THRESHOLD}",
     "joint-guided": "the joint network / T, matched to natural validation images",
     "joint@fpr": "the joint network / T with the guardian's threshold at a calibrated one",
+    "joint-guided@fpr": "the joint network / T at a calibrated threshold, matched to natural validation images",
     "bpda": "the pipeline, the modifier as identity on the backward pass",
     "bpda-ce": "the BPDA pipeline, the master's logits / T",
     "bpda-pair": "the BPDA pipeline / T as classifier and the guardian as detector",
@@ -76,7 +77,8 @@ NETWORKS = {
     "baseline-ce": "each baseline, the master's logits / T",
 }
 # views whose output has the rejected class: their attacks take `reject`
-REJECTING = ("joint", "joint-ce", "joint-tuned", "joint-guided", "joint@fpr", "bpda-pair", "unrolled-pair")
+REJECTING = ("joint", "joint-ce", "joint-tuned", "joint-guided", "joint@fpr", "joint-guided@fpr", "bpda-pair",
+             "unrolled-pair")
 BASELINE_VIEWS = ("baseline", "baseline-ce")
 
 
@@ -157,6 +159,25 @@ TUNED = Step("tuned-apgd", "apgd", "joint-tuned", BOTH, survivors=True, budget={
              settings={"loss": "dlr", "restarts": 1}, title=f"APGD-DLR x{TUNED_STEPS} steps")
 
 
+def aimed_at_thresholds(name: str, attack: str, title: str, budget: dict, network: str = "joint@fpr",
+                        **settings) -> Step:
+    """A step aimed under each calibrated threshold in turn, on the images the reject policy still holds there."""
+    return Step(name, attack, network, ("reject@fpr",), survivors=True, budget=budget, settings=settings, title=title,
+                stem=name.replace("joint-fpr-", "joint-fpr{fpr}-"))
+
+
+# the rest of the defense's joint steps re-aimed under each calibrated threshold: not in the standard suite (the
+# standard one re-aims APGD-CE and Orthogonal PGD); `adaptive.suite=+joint-fpr-apgd-dlr,...` adds them
+MORE_AT_THRESHOLDS = (
+    aimed_at_thresholds("joint-fpr-apgd-dlr", "apgd", "APGD-DLR", APGD, loss="dlr"),
+    aimed_at_thresholds("joint-fpr-apgd-t", "apgd-t", "APGD-T", TARGETED),
+    aimed_at_thresholds("joint-fpr-selective-pgd", "selective-pgd", "Selective PGD", STEPS),
+    aimed_at_thresholds("joint-fpr-logit-matching", "logit-matching", "logit matching", STEPS,
+                        network="joint-guided@fpr"),
+    aimed_at_thresholds("joint-fpr-square", "square", "Square", {"queries": "queries"}),
+)
+
+
 def _standard() -> tuple[Step, ...]:
     return (
         Step("joint-apgd-ce", "apgd", "joint-ce", (*BOTH, "reject@fpr"), budget=APGD, settings={"loss": "ce"},
@@ -215,10 +236,22 @@ class Suite:
         return cls(_standard())
 
     @classmethod
+    def catalog(cls) -> Suite:
+        """Every step a name can pick: the standard suite, the tuned step, the steps re-aimed at thresholds."""
+        suite = cls.standard().add(TUNED, after="joint-apgd-t")
+        for step in reversed(MORE_AT_THRESHOLDS):
+            suite = suite.add(step, after="joint-fpr-orthogonal-pgd")
+        return suite
+
+    @classmethod
     def named(cls, names) -> Suite:
-        """The steps named, of the standard suite or the tuned one (TUNED), in suite order; an unknown name is
-        refused in one line listing the known ones."""
-        return cls.standard().add(TUNED, after="joint-apgd-t").only(names)
+        """The steps named, of the catalog (`catalog`), in suite order; names that all start with "+" add those
+        steps to the standard suite ("+joint-fpr-square"). An unknown name is refused in one line listing the
+        known ones."""
+        names = list(names)
+        if names and all(n.startswith("+") for n in names):
+            names = cls.standard().names + [n[1:] for n in names]
+        return cls.catalog().only(names)
 
     @property
     def names(self) -> list[str]:
