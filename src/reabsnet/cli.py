@@ -34,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=DEFAULT_PROFILE, help=f"{' | '.join(PROFILE_NAMES)} (default: "
-                   f"{DEFAULT_PROFILE}: the shipped paper networks on a subset of the test images, about 7 minutes on "
+                   f"{DEFAULT_PROFILE}: the shipped paper networks on a subset of the test images, 7-9 minutes on "
                    "2 CPU cores; paper: the full-scale evaluation; quick and smoke train small networks first)")
     p.add_argument("--seed", type=int, help="override the profile's seed")
     p.add_argument("--dataset", help="mnist | fashion-mnist (default: the profile's, mnist)")
