@@ -28,16 +28,18 @@ class Quantised(nn.Module):
 
 
 class Margin(nn.Module):
-    """Four classes, linear: class 1's logit is the pixels' mean minus 0.2, so an image of pixels c is robust at
-    L-inf 0.1 exactly when c < 0.1 (and the others' logits stay below 0)."""
+    """Four classes, linear: class 1's logit is the mean of the `pixels` pixels minus `offset`. With the defaults
+    (4x4 images, 0.2) an image of pixels c is robust at L-inf 0.1 exactly when c < 0.1 (the others' logits stay
+    below 0)."""
 
-    def __init__(self):
+    def __init__(self, pixels: int = 16, offset: float = 0.2):
         super().__init__()
-        self.w = nn.Parameter(torch.full((16,), 1 / 16))
+        self.w = nn.Parameter(torch.full((pixels,), 1 / pixels))
+        self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(1) @ self.w
-        return torch.stack([torch.zeros_like(s), s - 0.2, s - 1.0, s - 2.0], 1)
+        return torch.stack([torch.zeros_like(s), s - self.offset, s - 1.0, s - 2.0], 1)
 
 
 def images(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
