@@ -202,3 +202,21 @@ def test_the_verdict_says_where_the_headline_converged():
                             verdict).groups()
     rates, state = _escalated("linf 0.2", "selective")
     assert _agrees(first, rates[0]) and _agrees(last, rates[-1]) and state.startswith("not converged")
+
+
+def test_docs_security_threshold_table_is_the_re_aimed_run():
+    bounds = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "THRESHOLDS.json").read_text())["adaptive"][
+        "bounds"]
+    rows = _table(SECURITY, "bound | correct or rejected at 0.5 / 1% / 5% / 50% FPR")
+    assert [r[0] for r in rows] == ["L-inf 0.1", "L-inf 0.2", "L-inf 0.3"]
+    for label, *cells in rows:
+        f = bounds[label.replace("L-inf", "linf")]["fixed_fpr"]
+        for cell, field in zip(cells, ("correct_or_rejected", "robust_rejection_is_error"), strict=True):
+            wanted = [f[k][field]["rate"] for k in ("0.5", "fpr 0.01", "fpr 0.05", "fpr 0.5")]
+            printed = cell.split(" / ")
+            assert len(printed) == 4 and all(_agrees(p, w) for p, w in zip(printed, wanted, strict=True)), (
+                label, field, printed, wanted)
+    readme = README[README.index("With every joint step re-aimed"):]
+    kept = re.search(r"it keeps ([\d.]+) at L-inf 0.3 at\s+1%, 5% and 50%", readme).group(1)
+    assert all(_agrees(kept, bounds["linf 0.3"]["fixed_fpr"][k]["correct_or_rejected"]["rate"])
+               for k in ("fpr 0.01", "fpr 0.05", "fpr 0.5"))

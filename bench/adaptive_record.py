@@ -1,12 +1,12 @@
-"""The adaptive section of a run that escalated its budgets, as a committed record: its results (the adaptive
-stage's, with the command, machine and versions) as JSON and its report section as Markdown.
+"""The adaptive section of a `reabsnet reproduce` run as a committed record: the adaptive stage's results (with the
+command, machine and versions) as JSON and its report section as Markdown, for runs whose settings the committed
+full report does not use (escalation, steps added to the suite).
 
     reabsnet reproduce --profile paper-subset --set adaptive.escalate=3,10
-    PYTHONPATH=src python bench/escalation.py --run $REABSNET_HOME/runs/mnist/paper-subset \\
-        --out docs/results/mnist-paper/ESCALATION.md
+    PYTHONPATH=src python bench/adaptive_record.py --run $REABSNET_HOME/runs/mnist/paper-subset \\
+        --title "Escalation of the adaptive suite" --out docs/results/mnist-paper/ESCALATION.md
 
-The run's attack sets of the first round are those of `make reproduce` (an existing home reuses them); each
-escalation round's sets are named `<step>-x<factor>-...`.
+An existing home reuses every attack set `make reproduce` built; only the new steps' sets are computed.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from reabsnet.security.report import adaptive_section
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the run folder (runs/<dataset>/<profile> under the home)")
+    parser.add_argument("--title", required=True, help="the record's heading")
     parser.add_argument("--out", required=True, help="the Markdown file; the JSON goes beside it")
     args = parser.parse_args()
     path = Path(args.run) / "results.json"
     if not path.is_file():
-        sys.exit(f"escalation: {path}: no such results (run reabsnet reproduce first)")
+        sys.exit(f"adaptive_record: {path}: no such results (run reabsnet reproduce first)")
     run = json.loads(path.read_text())
     adaptive = run["results"].get("adaptive")
-    if not adaptive or not any("escalation" in b for b in adaptive["bounds"].values()):
-        sys.exit(f"escalation: {path}: the run did not escalate (--set adaptive.escalate=3,10)")
+    if not adaptive:
+        sys.exit(f"adaptive_record: {path}: the run has no adaptive results")
     # the home a run used is the reader's $REABSNET_HOME (the default): not one machine's folder
     command = re.sub(r"\s--home(=|\s+)\S+", "", command_text(run["command"]))
     record = {"command": command, "machine": run["machine"], "versions": run["versions"],
@@ -42,8 +43,8 @@ def main() -> None:
     out = Path(args.out)
     write_json_atomic(out.with_suffix(".json"), record)
     m, v = run["machine"], run["versions"]
-    lines = ["# Escalation of the adaptive suite", "",
-             f"`{record['command']}`, then `bench/escalation.py`. {m['cpu_model']} ({m['cpus']} cores), torch "
+    lines = [f"# {args.title}", "",
+             f"`{record['command']}`, then `bench/adaptive_record.py`. {m['cpu_model']} ({m['cpus']} cores), torch "
              f"{v['torch']}. The raw results: [{out.with_suffix('.json').name}]({out.with_suffix('.json').name}).",
              *adaptive_section(adaptive)]
     write_bytes_atomic(out, ("\n".join(lines) + "\n").encode())
