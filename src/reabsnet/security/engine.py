@@ -152,9 +152,10 @@ def run_round(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: flo
 
 
 def escalate(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: float, square: dict) -> None:
-    """Escalation rounds at each factor of `setup.escalate` in turn, until one breaks at most `setup.tolerance` of
-    the images in every verdict column (the rates stopped falling) or the last factor ran. Records each round's
-    rates and what it broke, and per column the factor from which every later round changed nothing."""
+    """Escalation rounds at each factor of `setup.escalate` in turn, each on the verdict columns whose last round
+    broke more than `setup.tolerance` of the images, until every column is calm (its rate stopped falling) or the
+    last factor ran. Records each round's columns, rates and what it broke, and per column the factor from which
+    every later round was calm."""
     columns = list(ledger.standing)
     calm = int(run.setup.tolerance * len(run.y))          # images a round may break and still count as calm
 
@@ -337,7 +338,9 @@ def defense_masks(run: Run, ledger: Ledger, step: Step, now: bool = False) -> di
         return standing
     p = run.clean["pipeline"].p_adversarial
     held = ledger.held_fpr(run.calibration, p, run.clean["master"])
-    return {**standing, "reject@fpr": held if ledger.active is None or "selective" in ledger.active else held & False}
+    if ledger.active is not None and "selective" not in ledger.active:
+        held = torch.zeros_like(held)         # the reject policy converged: no round aims under its thresholds
+    return {**standing, "reject@fpr": held}
 
 
 def minimal_step(run: Run, step: Step, view, eps: float) -> torch.Tensor:

@@ -62,7 +62,8 @@ def escalation_lines(a: dict) -> list[str]:
     bounds = [(name, b["escalation"]) for name, b in in_order(a["bounds"]) if "escalation" in b]
     if not bounds:
         return []
-    # a verdict whose rates stopped falling is not attacked in later rounds: its cells there are "-"
+    # a verdict whose rates stopped falling is not attacked in later rounds: its cells there are "-" (unless another
+    # verdict's attacks lowered it)
     factors = sorted({r["factor"] for _, e in bounds for r in e["rounds"]})
     lines = ["", "Escalation: after the suite at its budget, every step attacked the images still standing again at "
              "larger budgets (APGD's restarts, else Square's queries, else the steps, times the factor; logit "
@@ -77,8 +78,8 @@ def escalation_lines(a: dict) -> list[str]:
         order = [c for c, _, _ in ADAPTIVE_COLUMNS]
         for column in sorted(e["converged"], key=lambda c: (order.index(c) if c in order else len(order), c)):
             since = e["converged"][column]
-            rates = " | ".join(fmt(ran[f]["robust"][column]) if f in ran and column in ran[f].get("columns", [column])
-                               else "-" for f in factors)
+            rates = " | ".join(fmt(ran[f]["robust"][column]) if f in ran and (
+                column in ran[f].get("columns", [column]) or ran[f]["broke"][column]) else "-" for f in factors)
             lines.append(f"| {bound_label(name)} | {column_name(column)} | {rates} | "
                          + (f"at {since}x" if since is not None else "**not converged at the cap**") + " |")
     return lines
