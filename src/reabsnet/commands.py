@@ -233,9 +233,10 @@ def cmd_evaluate(args) -> None:
 def _factors(text: str) -> tuple[int, ...]:
     """--escalate's "3,10" -> (3, 10), refused in one line where it is not whole multiples above 1, ascending."""
     from reabsnet.checks import check_setting
+    from reabsnet.security.api import factors
 
     check_setting("escalate", text, "--")
-    return tuple(int(p) for p in text.split(",")) if text else ()
+    return factors(text)
 
 
 def _command_line(default: str) -> str:
