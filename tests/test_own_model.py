@@ -333,6 +333,7 @@ def test_fit_guardian_and_evaluate_commands_write_a_guardian_and_a_report(user_f
     (["--box=-0.5,0.5", "--data", "{root}/labels.npz"], "outside the model's 10 classes"),
     (["--master", "mnist-master"], "expected a .safetensors checkpoint"),
     (["--binarization", "-1"], "give a number of images"),
+    (["--margin", "-0.1"], "--margin=-0.1: must be a number >= 0"),
 ])
 def test_evaluate_refuses_bad_input_in_one_line_and_writes_nothing(user_files, capsys, args, message):
     root = user_files

@@ -104,6 +104,8 @@ RULES: dict[str, Rule] = {
     "momentum": (closed_unit, "a number between 0 and 1"),
     "overshoot": (non_negative, "a number >= 0"),
     "confidence": (non_negative, "a number >= 0"),
+    "margin": (non_negative, "a number >= 0"),
+    "success_margin": (non_negative, "a number >= 0 (logits)"),
     "threshold": (open_unit, "a number strictly between 0 and 1"),
     "revise_to": (open_unit, "a number strictly between 0 and 1"),
     "steps": (at_least_one, "a whole number >= 1"),

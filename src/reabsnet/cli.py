@@ -203,6 +203,9 @@ def _your_model(sub) -> None:
                     "at most --tolerance of them (default: off)")
     ev.add_argument("--tolerance", type=float, default=0.01, help="the share of images a round may break and the "
                     "rates still count as converged (default: 0.01)")
+    ev.add_argument("--margin", type=float, default=0.0, metavar="M", help="a success margin in logits: every "
+                    "step that takes one goes on past the boundary until the label it wants leads by M (default: 0, "
+                    "each attack's own rule)")
     ev.add_argument("--out", required=True, metavar="DIR", help="where REPORT.md, results.json and the attack sets "
                     "go; a rerun reuses the sets")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, CUDA when present)")

@@ -190,6 +190,7 @@ def cmd_evaluate(args) -> None:
 
     suite = _suite(args.suite)
     escalate = _factors(args.escalate)
+    budget = _budget(args.budget, args.margin)
     bounds = [_fraction(b) for b in args.bounds.split(",") if b.strip()]
     attacks = [] if args.attacks == "none" else [a.strip() for a in args.attacks.split(",") if a.strip()]
     if args.guardian is None and attacks:
@@ -218,7 +219,7 @@ def cmd_evaluate(args) -> None:
 
         x_calibration = load_user_data(args.calibration, box)[0]
     result = evaluate_adaptive(master, guardian, x, y, norm=args.norm, bounds=bounds, policy=args.policy,
-                               budget=args.budget, box=box, threshold=args.threshold, temperature=args.temperature,
+                               budget=budget, box=box, threshold=args.threshold, temperature=args.temperature,
                                x_calibration=x_calibration, binarization=args.binarization, suite=suite,
                                escalate=escalate, tolerance=args.tolerance, out=out / "adaptive")
     results["adaptive"] = result.results
@@ -228,6 +229,19 @@ def cmd_evaluate(args) -> None:
     alarm = result.results["alarm"]
     print("masking alarm: " + ("; ".join(alarm["evidence"]) if alarm["raised"] else "not raised"))
     print(f"report: {out / 'REPORT.md'}")
+
+
+def _budget(name: str, margin: float):
+    """--budget's named budget, with --margin's success margin (refused in one line where negative)."""
+    import dataclasses
+
+    from reabsnet.checks import check_setting
+    from reabsnet.security.api import BUDGETS
+
+    if name not in BUDGETS:
+        raise ReabsnetError(f"budget {name!r}: choose one of {', '.join(BUDGETS)}")
+    check_setting("margin", margin, "--")
+    return dataclasses.replace(BUDGETS[name], success_margin=margin) if margin else name
 
 
 def _factors(text: str) -> tuple[int, ...]:

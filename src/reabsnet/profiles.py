@@ -178,6 +178,9 @@ class AdaptiveConfig:
     # the images in every verdict column; empty: off
     escalate: str = later("")
     escalate_tolerance: float = later(0.01)
+    # a success margin in logits for every step that can take one (security.suite.Budget.success_margin): its
+    # examples lie past the boundary by this much, not on it. 0: each attack's own rule
+    success_margin: float = later(0.0)
 
 
 @dataclass(frozen=True)

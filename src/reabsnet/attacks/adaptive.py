@@ -125,15 +125,16 @@ def _checkpoints(steps: int) -> list[int]:
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
          eps: float = 0.3, norm: str = "linf", loss: str = "dlr", steps: int = 100, restarts: int = 1,
          reject: int | None = None, rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX,
-         trace: list | None = None) -> AttackResult:
+         margin: float = 0.0, trace: list | None = None) -> AttackResult:
     """Auto-PGD, untargeted, inside the eps-ball (L-inf or L2) and the box. Defaults: auto-attack's (100 steps,
     initial step 2 eps, momentum 0.75, rho 0.75). Success: the label is neither `y` nor `reject`.
 
     restarts: each from a fresh random start, on the examples no earlier restart has broken. Per example the first
-    successful point is kept, else the highest-loss one; an example stops costing compute once it is broken (the
-    working set shrinks as they break). `trace`, when a list, receives at every step of the first restart the mean
-    over the restart's examples of the gain in loss, best so far minus start (an example that broke keeps its
-    gain): the sanity check that the attack's loss goes up.
+    successful point is kept (with a success `margin` > 0, the first whose wrong label leads by that much in
+    logits: the attack goes on past the boundary), else the highest-loss one; an example stops costing compute
+    once it is broken (the working set shrinks as they break). `trace`, when a list, receives at every step of the
+    first restart the mean over the restart's examples of the gain in loss, best so far minus start (an example
+    that broke keeps its gain): the sanity check that the attack's loss goes up.
     """
     check_inputs(x, y, target, box)
     if target is not None:
@@ -144,7 +145,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
     with frozen(model):
         best, iterations, _ = _apgd(model, x, y, None, eps=eps, norm=norm, loss=loss, steps=steps,
                                     restarts=restarts, reject=reject, rho=rho, momentum=momentum, seed=seed, box=box,
-                                    trace=trace)
+                                    margin=margin, trace=trace)
         result = finish(model, x, best, y, None, iterations, box, reject=reject)
     return result
 
@@ -152,11 +153,13 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Te
 @validated
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
            eps: float = 0.3, norm: str = "linf", steps: int = 100, targets: int = 9, reject: int | None = None,
-           rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX) -> AttackResult:
+           rho: float = 0.75, momentum: float = 0.75, seed: int = 0, box: Box = BOX, margin: float = 0.0
+           ) -> AttackResult:
     """APGD-T (Croce & Hein 2020, auto-attack's apgd-t): APGD on the targeted DLR loss toward each of the
     `targets` classes the model ranks highest on the clean input after the correct ones (y, `reject`), one run
     per target class on the examples no earlier run has broken. Success is untargeted, as in auto-attack: any
-    label other than y (and `reject`). `iterations` counts the steps spent over all runs."""
+    label other than y (and `reject`); a run stops on an example once it wins by `margin` in logits.
+    `iterations` counts the steps spent over all runs."""
     check_inputs(x, y, target, box)
     if target is not None:
         raise SettingError("apgd_t picks its own target classes (the top ones); pass no target")
@@ -171,9 +174,14 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
                 break
             found, steps_used, hit = _apgd(model, x[idx], y[idx], ranked[idx, rank], eps=eps, norm=norm,
                                            loss="dlr-t", steps=steps, restarts=1, reject=reject, rho=rho,
-                                           momentum=momentum, seed=seed + rank, box=box)
+                                           momentum=momentum, seed=seed + rank, box=box, margin=margin)
             iterations[idx] += steps_used
             keep = hit | (rank == 0)      # the broken ones, and the first run's highest-loss points
+            if margin > 0 and not bool(hit.all()):   # a point past the boundary by less than the margin still
+                with torch.no_grad():                # breaks the image: never trade it for one that does not
+                    wrong = confirmed_fooled(model, found, model(found), y[idx], reject)
+                    had = confirmed_fooled(model, best[idx], model(best[idx]), y[idx], reject)
+                keep |= wrong & ~had
             best[idx[keep]] = found[keep]
             broken[idx[hit]] = True
         result = finish(model, x, best, y, None, iterations, box, reject=reject)
@@ -193,7 +201,7 @@ def top_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reject: int 
 
 def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor | None, *, eps: float, norm: str,
           loss: str, steps: int, restarts: int, reject: int | None, rho: float, momentum: float, seed: int, box: Box,
-          trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+          margin: float = 0.0, trace: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """APGD's loop (the caller freezes the model): per example the first point that broke it, else the
     highest-loss one; the steps it spent; whether it broke. `goal`: dlr-t's target classes."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -203,6 +211,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     found_any = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     gain = torch.zeros(len(x), device=x.device)      # per example: best loss so far minus its starting loss
+    kept = torch.full((len(x),), float("-inf"), device=x.device)   # the loss of each survivor's kept point
 
     def project(z: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         return (xs + _project(z - xs, eps, norm)).clamp(*box)
@@ -214,7 +223,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
         logits = model(xa)
         value = outcome_loss(logits, ys, loss, reject, gs)
         (grad,) = torch.autograd.grad(value.sum(), xa)
-        fooled = confirmed_fooled(model, xa, logits, ys, reject)
+        fooled = confirmed_fooled(model, xa, logits, ys, reject, margin)
         return value.detach(), grad.detach(), fooled
 
     for restart in range(max(1, restarts)):
@@ -273,6 +282,10 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
                     last_check = k + 1
         with torch.no_grad():   # the survivors of this restart keep their highest-loss point
             if len(s["idx"]):
-                best[s["idx"]] = s["best"]
+                # with a margin, an earlier restart's point may already be past the boundary (by less than the
+                # margin): a survivor keeps the highest-loss point over all restarts, not the last restart's
+                higher = s["best_value"] > kept[s["idx"]] if margin > 0 else slice(None)
+                best[s["idx"][higher]] = s["best"][higher]
+                kept[s["idx"][higher]] = s["best_value"][higher]
                 iterations[s["idx"]] += steps
     return best, iterations, found_any

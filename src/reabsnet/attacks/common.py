@@ -125,11 +125,12 @@ def confirmed(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, claimed: 
 
 
 def confirmed_fooled(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-                     reject: int | None) -> torch.Tensor:
-    """Per example: the label of `logits` is neither y nor `reject`, a success a low-precision pass claims
-    confirmed in full precision (`confirmed`). What an untargeted attack sets an example aside on."""
-    claimed = is_adversarial(logits.argmax(1), y, None, reject)
-    return is_adversarial(confirmed(model, x, logits, claimed).argmax(1), y, None, reject)
+                     reject: int | None, margin: float = 0.0) -> torch.Tensor:
+    """Per example: the label of `logits` is neither y nor `reject`, by at least `margin` (`won`), a success a
+    low-precision pass claims confirmed in full precision (`confirmed`). What an untargeted attack sets an example
+    aside on."""
+    claimed = won(logits, y, None, reject, margin)
+    return won(confirmed(model, x, logits, claimed), y, None, reject, margin)
 
 
 @contextlib.contextmanager
@@ -177,6 +178,32 @@ def is_adversarial(label: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
     "rejected")."""
     hit = label == target if target is not None else label != y
     return hit & (label != reject) if reject is not None else hit
+
+
+def lead(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, reject: int | None = None
+         ) -> torch.Tensor:
+    """How far past the boundary each example is, in logits: the best label the attacker wants minus the best one
+    it does not (the target against every other class; untargeted, any label but y and `reject` against those
+    two). Positive once the attack has won."""
+    unwanted = torch.zeros_like(logits, dtype=torch.bool)
+    if target is not None:
+        unwanted[:] = True
+        unwanted.scatter_(1, target[:, None], False)
+    else:
+        unwanted.scatter_(1, y[:, None], True)
+    if reject is not None:
+        unwanted[:, reject] = True
+    return (logits.masked_fill(unwanted, float("-inf")).amax(1)
+            - logits.masked_fill(~unwanted, float("-inf")).amax(1))
+
+
+def won(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, reject: int | None = None,
+        margin: float = 0.0) -> torch.Tensor:
+    """The attacker's win on `logits`: the argmax (`is_adversarial`), and with a success `margin` > 0, a `lead`
+    of at least that much, so that the example does not sit on the boundary where another batch's arithmetic can
+    flip the verdict."""
+    hit = is_adversarial(logits.argmax(1), y, target, reject)
+    return hit & (lead(logits, y, target, reject) >= margin) if margin > 0 else hit
 
 
 @torch.no_grad()

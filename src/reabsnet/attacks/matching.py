@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from reabsnet.attacks.adaptive import JointLogits
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, validated
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, finish, frozen, is_adversarial, validated, won
 from reabsnet.attacks.pgd import _direction, _project
 
 
@@ -46,11 +46,11 @@ def _guide_order(model: JointLogits, x: torch.Tensor, y: torch.Tensor, target: t
 def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides: torch.Tensor | None = None,
                    target: torch.Tensor | None = None, eps: float = 0.3, norm: str = "linf", steps: int = 100,
                    step_fraction: float = 0.25, candidates: int = 3, reject: int | None = None,
-                   box: Box = BOX) -> AttackResult:
+                   box: Box = BOX, margin: float = 0.0) -> AttackResult:
     """Logit matching on `model`, a `JointLogits(classifier, detector, threshold, scale)`, toward natural images
     drawn from `guides` (inputs in the box, e.g. validation images; default: the model's `guides` attribute, which
     the adaptive suite sets). Success is judged by `finish` on `model`, with `reject` its "rejected" class (index =
-    the classifier's number of classes)."""
+    the classifier's number of classes). An input leaves the search once its joint label wins by `margin`."""
     if not isinstance(model, JointLogits):
         raise ValueError("logit_matching attacks a JointLogits(classifier, detector, threshold): it matches both "
                          "networks' outputs")
@@ -67,6 +67,7 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
         order = _guide_order(model, x, y, target, guides, reject, candidates)
         best = x.clone().detach()
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        crossed = torch.zeros_like(found)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for c in range(order.shape[1]):
             idx = ((~found) & (order[:, c] >= 0)).nonzero().squeeze(1)
@@ -80,7 +81,13 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
                 out = _outputs(model, xa)
                 with torch.no_grad():
                     ts = target[idx] if target is not None else None
-                    hit = is_adversarial(model.combine(out[:, :-2], out[:, -2:]).argmax(1), y[idx], ts, reject)
+                    joint = model.combine(out[:, :-2], out[:, -2:])
+                    hit = won(joint, y[idx], ts, reject, margin)
+                    # past the boundary by less than the margin: kept (the first such point) while the search
+                    # goes on for the margin
+                    fresh = is_adversarial(joint.argmax(1), y[idx], ts, reject) & ~crossed[idx] & ~hit
+                    best[idx[fresh]] = cur[fresh]
+                    crossed[idx[fresh]] = True
                     best[idx[hit]] = cur[hit]
                     found[idx[hit]] = True
                     iterations[idx] += int(k > 0)
@@ -95,5 +102,5 @@ def logit_matching(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, guides
                     alpha = step_fraction * eps * (1 - k / steps)
                     moved = cur - alpha * _direction(grad, norm)
                     cur = (x[idx] + _project(moved - x[idx], eps, norm)).clamp(*box)
-        x_adv = torch.where(found.view(view), best, x)
+        x_adv = torch.where((found | crossed).view(view), best, x)
         return finish(model, x, x_adv, y, target, iterations, box, reject=reject)

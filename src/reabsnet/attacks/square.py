@@ -66,12 +66,13 @@ def _pattern(s: int, device) -> torch.Tensor:
 @validated
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.Tensor | None = None,
            eps: float = 0.3, norm: str = "linf", queries: int = 5000, p_init: float = 0.8,
-           reject: int | None = None, seed: int = 0, box: Box = BOX) -> AttackResult:
+           reject: int | None = None, seed: int = 0, box: Box = BOX, margin: float = 0.0) -> AttackResult:
     """Square Attack inside the eps-ball (L-inf or L2) and the box, `queries` forward passes per example at most.
 
     Untargeted (or targeted with `target`); `reject` names a class that does not count as a success (JointLogits'
     "rejected", or a pipeline wrapper's). Defaults: auto-attack's standard version (p_init 0.8, 5,000 queries, the
-    margin loss). `iterations` in the result counts each example's queries.
+    margin loss). An example stops costing queries once it is won by `margin` in logits (default: at the boundary).
+    `iterations` in the result counts each example's queries.
     """
     check_inputs(x, y, target, box)
     if reject is not None and target is not None:
@@ -86,7 +87,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
     def score(xa: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         ys, ts = y[idx], None if target is None else target[idx]
         logits = model(xa)
-        won = outcome_margin(logits, ys, ts, reject) <= 0
+        won = outcome_margin(logits, ys, ts, reject) <= -margin
         return outcome_margin(confirmed(model, xa, logits, won), ys, ts, reject)
 
     def sign(shape) -> torch.Tensor:
@@ -111,7 +112,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
         best_margin = score(best, idx_all)
         used = torch.ones(n, dtype=torch.long, device=x.device)
         for q in range(1, queries):
-            idx = (best_margin > 0).nonzero().squeeze(1)
+            idx = (best_margin > -margin).nonzero().squeeze(1)
             if not len(idx):
                 break
             xs, cur = x[idx], best[idx]

@@ -88,7 +88,8 @@ def header(run: Run) -> dict:
     results = {"n": run.setup.n, "steps": b.steps, "restarts": b.restarts, "targets": b.targets,
                **({"baseline_precision": precision} if precision != "fp32" else {}),
                **({"bf16_speedup": round(speedup, 2)} if speedup is not None else {}),
-               "queries": b.queries, "pipeline_queries": b.pipeline_queries, "bounds": {},
+               "queries": b.queries, "pipeline_queries": b.pipeline_queries,
+               **({"success_margin": b.success_margin} if b.success_margin else {}), "bounds": {},
                "clean": {"master": rate(run.clean["master"]),
                          **{who: rate(run.clean[who]) for who in baselines if who != "master"}}}
     if run.target.defense is not None:

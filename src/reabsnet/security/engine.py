@@ -347,7 +347,8 @@ def minimal_step(run: Run, step: Step, view, eps: float) -> torch.Tensor:
     """A minimal-distance attack (joint CW-L2): one set on the first `budget.n_cw` images for every bound of its
     norm, each example farther than the bound reverting to its original; the other images keep theirs."""
     if step.name not in run.minimal_sets:
-        s = AttackSpec(step.name, f"joint {step.title}", step.attack, step.targeted, step.settings or None)
+        settings = {**step.margin(run.setup.budget), **step.settings}
+        s = AttackSpec(step.name, f"joint {step.title}", step.attack, step.targeted, settings or None)
         n = min(run.setup.budget.n_cw, run.setup.n)
         setup = run.setup
         run.minimal_sets[step.name] = build_sets(setup.sets, setup.splits, *view, setup.out, setup.timings, [s],

@@ -155,7 +155,14 @@ def budget_line(a: dict) -> str:
     return (f"First {a['n']} test images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); APGD-T "
             f"{a.get('targets', '-')} target classes x {a['steps']} steps, FAB-T the same; Square "
             f"{a.get('queries', '-')} queries per image on the joint score and the baselines, "
-            f"{a.get('pipeline_queries', '-')} on the pipeline's output (p_init 0.8; auto-attack's standard: 5,000).")
+            f"{a.get('pipeline_queries', '-')} on the pipeline's output (p_init 0.8; auto-attack's standard: 5,000)."
+            + margin_note(a))
+
+
+def margin_note(a: dict) -> str:
+    m = a.get("success_margin")
+    return (f" Success margin {m:g}: every step that takes one went on past the boundary until the label it wanted "
+            "led by that much in logits." if m else "")
 
 
 def _precision_lines(a: dict) -> list[str]:
@@ -272,7 +279,7 @@ def _classifier_section(a: dict) -> list[str]:
             "AutoAttack's standard ensemble (APGD-CE, then APGD-T, FAB-T and Square on the images it left standing) "
             "and APGD-DLR on every image; an image is robust only if the classifier is right under all of them "
             f"(worst case). First {a['n']} images. Budgets: APGD {a['steps']} steps, {a['restarts']} restart(s); "
-            f"APGD-T and FAB-T {a['targets']} target classes; Square {a['queries']} queries.", "",
+            f"APGD-T and FAB-T {a['targets']} target classes; Square {a['queries']} queries.{margin_note(a)}", "",
             *_bound_table(a), *escalation_lines(a), *alarm_lines(a), "",
             "| bound | attack | accuracy | flagged |", "|---|---|---|---|",
             *[row for name, b in in_order(a["bounds"]) for row in per_attack_rows(name, b["per_attack"])],

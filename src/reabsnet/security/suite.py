@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 from reabsnet.errors import ReabsnetError
 
+# the attack settings a success margin sets: APGD's, APGD-T's, Square's and logit matching's `margin`, Selective
+# and Orthogonal PGD's on the classifier (`margin`) and the detector (`leave_margin`), CW's `confidence`
+MARGINS = ("margin", "leave_margin", "confidence")
 TUNED_STEPS = 5          # the tuned attack's steps, times the budget's APGD steps
 TUNED_THRESHOLD = 0.12   # ... and the guardian threshold it aims under (log-odds margin 2 below the usual 0.5)
 
@@ -42,6 +45,9 @@ class Budget:
     queries: int = 5000              # Square's queries per image
     pipeline_queries: int = 5000     # ... against the pipeline's output, where each query runs the modifier
     n_cw: int = 200                  # joint CW-L2 (the slowest attack) on the first N images only
+    # a success margin in logits: every step that can (`MARGINS`) goes on past the boundary until the label it
+    # wants leads by this much. 0: each attack's own rule, and every set keeps its key
+    success_margin: float = 0.0
 
     @property
     def tuned_steps(self) -> int:
@@ -107,7 +113,7 @@ class Step:
         """The step's attack settings under `budget` (without the bound, which the engine adds); escalated
         `factor` times in escalation round `round_` (1, 2, ...): the restarts, else the queries, else the steps
         scaled, logit matching's candidate guides too, and random starts drawn from the round's seed."""
-        out = {**{k: getattr(budget, f) for k, f in self.budget.items()}, **self.settings}
+        out = {**{k: getattr(budget, f) for k, f in self.budget.items()}, **self.margin(budget), **self.settings}
         if factor == 1:
             return out
         scaled = next((k for k in ("restarts", "queries", "steps") if k in out), None)
@@ -119,6 +125,15 @@ class Step:
         if "seed" in params:
             out["seed"] = round_
         return out
+
+    def margin(self, budget: Budget) -> dict:
+        """The settings that carry the budget's success margin into this step's attack (none at 0, where the
+        attack has no such setting, or where its own default is at least as large)."""
+        m = budget.success_margin
+        if not m:
+            return {}
+        params = self.parameters()
+        return {name: m for name in MARGINS if name in params and m > params[name].default}
 
     def parameters(self) -> dict:
         """The attack function's parameters (what the step's settings may name)."""
