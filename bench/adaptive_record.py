@@ -35,8 +35,9 @@ def main() -> None:
     adaptive = run["results"].get("adaptive")
     if not adaptive:
         sys.exit(f"adaptive_record: {path}: the run has no adaptive results")
-    # the home a run used is the reader's $REABSNET_HOME (the default): not one machine's folder
-    command = re.sub(r"\s--home(=|\s+)\S+", "", command_text(run["command"]))
+    # the home a run used is the reader's $REABSNET_HOME (the default): not one machine's folder; -q only
+    # quiets the log
+    command = re.sub(r"\s--home(=|\s+)\S+|\s-q(?=\s)", "", command_text(run["command"]))
     record = {"command": command, "machine": run["machine"], "versions": run["versions"],
               "stage_seconds": run.get("stage_seconds", {}).get("adaptive attacks"),
               "adaptive_profile": run["profile"]["adaptive"], "adaptive": adaptive}

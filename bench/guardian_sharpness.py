@@ -73,8 +73,33 @@ def row(label: str, meta: dict, results: dict) -> dict:
         broke = {k: v["broke"]["reabsnet"] for k, v in b["per_attack"].items() if "broke" in v
                  and "reabsnet" in v["broke"]}
         out["bounds"][name] = {"reabsnet": b["reabsnet"], "selective": b["selective"],
-                               "fixed_fpr": b.get("fixed_fpr"), "first_pass": first, "survivor_broke": broke}
+                               "fixed_fpr": b.get("fixed_fpr"), "first_pass": first, "survivor_broke": broke,
+                               **({"escalation": b["escalation"]} if "escalation" in b else {})}
     return out
+
+
+def escalation_lines(rows: list[dict]) -> list[str]:
+    """Each guardian's rates per escalation round, where the study escalated, and where they converged."""
+    rows = [r for r in rows if any("escalation" in b for b in r["bounds"].values())]
+    if not rows:
+        return []
+    lines = ["", "Escalation: after the suite, the images still standing attacked again by every step at the "
+             "stated multiples of the budget (APGD's restarts, else Square's queries, else the steps; logit "
+             "matching's candidates too), until a round breaks at most 1% of the images:", "",
+             "| guardian | bound | ReabsNet per round | reject policy per round |", "|---|---|---|---|"]
+    for r in rows:
+        for name, b in r["bounds"].items():
+            e = b.get("escalation")
+            if not e:
+                continue
+            cells = []
+            for column in ("reabsnet", "selective"):
+                rates = " / ".join(f"{round_['robust'][column]:.3f}" for round_ in e["rounds"])
+                factors = "/".join(f"{round_['factor']}x" for round_ in e["rounds"])
+                at = e["converged"].get(column)
+                cells.append(f"{rates} ({factors}; " + (f"converged at {at}x)" if at else "not converged)"))
+            lines.append(f"| {r['guardian']} | {name} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def _minutes(rows: list[dict]) -> str:
@@ -87,6 +112,9 @@ def render(rows: list[dict], args, seconds: float) -> str:
              f"Command: `PYTHONPATH=src python bench/guardian_sharpness.py --train-images {args.train_images} "
              f"--val-images {args.val_images} --n {args.n} --epochs {','.join(map(str, args.epochs))} "
              f"--seeds {','.join(map(str, args.seeds))}"
+             f"{f' --bounds {args.bounds}' if args.bounds != '0.1,0.2,0.3' else ''}"
+             f"{f' --escalate {args.escalate}' if args.escalate else ''}"
+             f"{' --no-shipped' if args.no_shipped else ''}"
              f"{f' --threads {args.threads}' if args.threads else ''}`  ",
              f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
              f"torch {torch.__version__}; the suite took {_minutes(rows)} per guardian (sets reused from an earlier "
@@ -139,6 +167,7 @@ def render(rows: list[dict], args, seconds: float) -> str:
             auc = f.get("roc_auc_final_examples")
             cells.append(f"{auc:.3f}" if auc is not None else "-")
         lines.append(f"| {r['guardian']} | " + " | ".join(cells) + " |")
+    lines += escalation_lines(rows)
     lines += ["", "Which attacks did the work (ReabsNet; first-pass attacks: rate left standing by each alone; "
               "survivor attacks: images broken beyond all before them):", ""]
     for r in rows:
@@ -188,6 +217,8 @@ def main() -> None:
     parser.add_argument("--home", help="artifact folder (default: <data home>/runs/mnist/sharpness)")
     parser.add_argument("--out", default="SHARPNESS.md")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--bounds", default="0.1,0.2,0.3", help="the L-inf bounds attacked")
+    parser.add_argument("--escalate", default="", help="escalation's budget multiples (e.g. 3,10; default: off)")
     parser.add_argument("--recheck", metavar="GUARDIAN", help="only the reject policy of this guardian checkpoint "
                         "under joint Orthogonal PGD and Square at larger budgets (--recheck-eps, --recheck-steps, "
                         "--recheck-queries), on --n images; prints JSON")
@@ -224,7 +255,7 @@ def main() -> None:
     profile = get_profile("paper")
     profile = dataclasses.replace(profile, adaptive=dataclasses.replace(
         profile.adaptive, n=args.n, steps=30, restarts=1, targets=3, queries=500, pipeline_queries=100,
-        linf_bounds=",".join(f"{e:g}" for e in BOUNDS), l2_bounds="", harden_n=0))
+        linf_bounds=args.bounds, l2_bounds="", harden_n=0, escalate=args.escalate))
     splits = data.load("mnist")
     master, master_meta = load_model(SHIPPED_MODELS / "mnist" / "paper" / "master.safetensors", expect="master")
     master.eval()

@@ -158,3 +158,26 @@ def test_the_recheck_counts_an_image_broken_only_where_both_judgements_agree():
     assert correct.tolist() == [True, False, True, True] and ok.tolist() == [True, True, True, True]
     assert result.rechecked == {"reabsnet": 1, "selective": 2}
     assert ledger.tripped["unstable prediction"].tolist() == [True, True, False, False]
+
+
+class Accepting(nn.Module):
+    """A guardian that never flags: two logits, natural far ahead, whatever the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([10.0, -10.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), 2) + 0 * x.flatten(1)[:, :1]
+
+
+def test_a_threshold_steps_examples_strike_the_headline_verdicts_too():
+    # only the step aimed under the calibrated thresholds runs; its examples lie within the bound like any other, so
+    # the headline reject policy (at 0.5) and ReabsNet fall with them: the headline is the 0.5 row
+    x, y = images(20)
+    calibration = torch.rand(50, 1, 4, 4, generator=torch.Generator().manual_seed(0)) - 0.5
+    r = reabsnet.evaluate_adaptive(Margin(), Accepting(), x, y, bounds=[0.3], budget="smoke", policy="reject",
+                                   suite=Suite.standard().only("joint-fpr-apgd"), x_calibration=calibration)
+    b = r.results["bounds"]["linf 0.3"]
+    assert b["fixed_fpr"]["0.5"]["correct_or_rejected"]["rate"] == 0.0
+    assert b["selective"]["rate"] == 0.0 and b["reabsnet"]["rate"] == 0.0

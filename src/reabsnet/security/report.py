@@ -320,7 +320,8 @@ def per_attack_rows(name: str, per_attack: dict) -> list[str]:
     rows = []
     for key, v in per_attack.items():
         if "attacked" in v:
-            broke = " / ".join(f"{n}" for n in v["broke"].values())
+            broke = (", ".join(f"{n} ({k})" for k, n in v["broke"].items()) if "at_threshold" in v
+                     else " / ".join(f"{n}" for n in v["broke"].values()))
             flagged = f"{v['flagged']['rate']:.3f}" if v.get("flagged") else ""
             rows.append(f"| {name} | {key} | on {v['attacked']} standing: broke {broke} | {flagged} |")
         else:
