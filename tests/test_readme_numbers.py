@@ -220,3 +220,20 @@ def test_docs_security_threshold_table_is_the_re_aimed_run():
     kept = re.search(r"it keeps ([\d.]+) at L-inf 0.3 at\s+1%, 5% and 50%", readme).group(1)
     assert all(_agrees(kept, bounds["linf 0.3"]["fixed_fpr"][k]["correct_or_rejected"]["rate"])
                for k in ("fpr 0.01", "fpr 0.05", "fpr 0.5"))
+
+
+def test_docs_security_binarization_table_is_the_binarization_run():
+    results = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "binarization.json").read_text())["results"]
+    rows = _table(SECURITY, "test | L-inf 0.1 | L-inf 0.2 | L-inf 0.3")
+    tests = {"reject policy": ("ReabsNet", "reject"), "ReabsNet": ("ReabsNet", "revise"),
+             "Madry-style baseline": ("Madry-style baseline", "classifier")}
+    assert [r[0].split(":")[0] for r in rows] == list(tests)
+    for label, *cells in rows:
+        who, test = tests[label.split(":")[0]]
+        attacks = [a.replace("any", "any attack") for a in label.split(": ")[1].split(" / ")]
+        for cell, bound in zip(cells, ("linf 0.1", "linf 0.2", "linf 0.3"), strict=True):
+            record = results[bound]["tests"][who][test]["attacks"]
+            printed = cell.split(" / ")
+            wanted = [record[a]["rate"] for a in attacks]
+            assert len(printed) == len(wanted) and all(_agrees(p, w) for p, w in zip(printed, wanted, strict=True)), (
+                label, bound, printed, wanted)
