@@ -1,7 +1,7 @@
 """Every result number of the README's tables and verdict traced to the committed report it cites
 (docs/results/mnist-paper/results.json) or to the paper's numbers the report prints beside it, and docs/security.md's
-measured table and guardian table to the report and SHARPNESS.json: a cell changed by hand, or a report regenerated
-without the pages, fails here."""
+tables (measured, threshold, escalation, guardian and binarization) to the records they cite: a cell changed by hand,
+or a record regenerated without the pages, fails here."""
 
 from __future__ import annotations
 
