@@ -9,8 +9,13 @@ indicator tripped is not evidence of robustness. Computed from what the suite re
 - *unavailable gradients*: the joint network's cross-entropy has a zero or non-finite input gradient at the clean
   image (the defense's gradient steps start blind there).
 
-Pintor et al.'s silent success, incomplete optimisation and non-converging attack need each attack's loss trace
-per image, which the suite does not keep; the sanity checks' loss trace covers them on average.
+The other three are not computed per image. *Silent success* (an iterate the attacked view called adversarial,
+yet a final point it does not) cannot happen in the suite's attacks: each keeps an iterate the moment its view calls
+it adversarial (APGD, APGD-T, Square, logit matching, Selective and Orthogonal PGD) or keeps its best successful one
+(CW, FAB-T), and `finish` judges what it returns. *Incomplete optimisation* and *non-converging attack* need each
+attack's loss trace per image, which the suite does not keep: escalation measures them per bound instead (more
+steps, restarts and queries on what still stands, until a round breaks at most the tolerance), and the sanity
+checks' loss trace on average.
 """
 
 from __future__ import annotations
