@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="Square's queries")
     parser.add_argument("--guardian", help="a guardian checkpoint in place of the shipped one (e.g. one of "
                         "bench/guardian_sharpness.py's)")
+    parser.add_argument("--master", help="a master checkpoint in place of the shipped one (e.g. the `quick` "
+                        "profile's runs/mnist/quick/master.safetensors)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also test the Madry-style baseline (default: yes)")
     parser.add_argument("--out", default="BINARIZATION.md")
@@ -49,6 +51,8 @@ def main() -> None:
     net, madry = load_pretrained("mnist-paper"), load_pretrained("mnist-paper-madry")
     if args.guardian:
         net.guardian = load_model(args.guardian, expect="guardian")[0].eval()
+    if args.master:
+        net.master = load_model(args.master, expect="master")[0].eval()
     x, _ = data.load("mnist").split("test", 0)
     out, results = Path(args.out), {}
     for eps in [float(e) for e in args.bounds.split(",")]:
@@ -62,11 +66,13 @@ def main() -> None:
         logging.info("L-inf %g done (%.0f s)", eps, time.perf_counter() - began)
         write_json_atomic(out.with_suffix(".json"), {"results": results,
                                                      "args": {k: v for k, v in vars(args).items() if k != "out"}})
-        text = ["# Binarization test of the adaptive suite's attacks (profile `paper`, the shipped networks)", "",
+        whose = "the shipped networks" if not (args.master or args.guardian) else "other networks: see the command"
+        text = [f"# Binarization test of the adaptive suite's attacks (profile `paper`, {whose})", "",
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
                 f"--steps {args.steps} --queries {args.queries}"
                 + ("" if args.baseline else " --no-baseline")
-                + (f" --guardian {portable(args.guardian)}" if args.guardian else "") + "`  ",
+                + (f" --guardian {portable(args.guardian)}" if args.guardian else "")
+                + (f" --master {portable(args.master)}" if args.master else "") + "`  ",
                 f"Machine: {machine().get('cpu_model', platform.machine())}, {torch.get_num_threads()} thread(s), "
                 f"torch {torch.__version__}; {(time.perf_counter() - began) / 60:.0f} min.", "",
                 f"Images: the first {args.n} test images whose L-inf balls are pairwise disjoint (at these bounds "
