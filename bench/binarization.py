@@ -64,8 +64,8 @@ def main() -> None:
             tests["Madry-style baseline"] = run_tests(madry, xs, **budget)
         results[f"linf {eps:g}"] = {"images": len(xs), "tests": tests}
         logging.info("L-inf %g done (%.0f s)", eps, time.perf_counter() - began)
-        write_json_atomic(out.with_suffix(".json"), {"results": results,
-                                                     "args": {k: v for k, v in vars(args).items() if k != "out"}})
+        write_json_atomic(out.with_suffix(".json"), {"results": results, "args": {
+            k: portable(v) if k in ("master", "guardian") and v else v for k, v in vars(args).items() if k != "out"}})
         whose = "the shipped networks" if not (args.master or args.guardian) else "other networks: see the command"
         text = [f"# Binarization test of the adaptive suite's attacks (profile `paper`, {whose})", "",
                 f"Command: `PYTHONPATH=src python bench/binarization.py --n {args.n} --bounds {args.bounds} "
