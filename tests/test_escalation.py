@@ -181,3 +181,14 @@ def test_a_threshold_steps_examples_strike_the_headline_verdicts_too():
     b = r.results["bounds"]["linf 0.3"]
     assert b["fixed_fpr"]["0.5"]["correct_or_rejected"]["rate"] == 0.0
     assert b["selective"]["rate"] == 0.0 and b["reabsnet"]["rate"] == 0.0
+
+
+def test_a_baseline_no_step_attacks_reports_no_robust_rate_and_does_not_escalate():
+    # the defense's steps alone: the master's column would otherwise read its clean accuracy as a robust one
+    x, y = images(10)
+    r = reabsnet.evaluate_adaptive(Margin(), Accepting(), x, y, bounds=[0.3], budget="smoke",
+                                   suite=Suite.standard().only("joint-apgd-ce"), escalate=(3,))
+    b = r.results["bounds"]["linf 0.3"]
+    assert "reabsnet" in b and "master" not in b and "master_autoattack" not in b
+    assert set(b["escalation"]["converged"]) == {"reabsnet", "selective"}
+    assert "| L-inf 0.3 | 0.000 (0/10; 0.000-0.278) | 0.000 (0/10; 0.000-0.278) | - |" in r.markdown()

@@ -164,22 +164,28 @@ def test_docs_security_guardian_table_is_the_sharpness_study():
 ESCALATION = json.loads((ROOT / "docs" / "results" / "mnist-paper" / "ESCALATION.json").read_text())["adaptive"]
 
 
-def _escalated(bound: str, column: str) -> tuple[list[float], str]:
+def _escalated(bound: str, column: str, record: dict = ESCALATION) -> tuple[list[float], str]:
     """A verdict's rate after each round it was attacked in, and where it converged ("at Nx" or "not converged at
     Mx", M the cap)."""
-    e = ESCALATION["bounds"][bound]["escalation"]
+    e = record["bounds"][bound]["escalation"]
     rates = [r["robust"][column] for r in e["rounds"] if column in r.get("columns", [column])]
     since = e["converged"][column]
     return rates, (f"converged at {since}x" if since is not None else f"not converged at {e['rounds'][-1]['factor']}x")
 
 
-def test_docs_security_escalation_table_is_the_escalated_run():
-    rows = _table(SECURITY, "bound | ReabsNet: 1x / 3x / 10x")
+@pytest.mark.parametrize("header, record, columns", [
+    ("bound | ReabsNet: 1x / 3x / 10x", ESCALATION, ("reabsnet", "selective", "madry")),
+    ("bound (the quick pair) | ReabsNet: 1x / 3x / 10x", json.loads(
+        (ROOT / "docs" / "results" / "mnist-quick" / "ESCALATION.json").read_text())["adaptive"],
+     ("reabsnet", "selective")),
+])
+def test_docs_security_escalation_tables_are_the_escalated_runs(header, record, columns):
+    rows = _table(SECURITY, header)
     assert [r[0] for r in rows] == ["L-inf 0.1", "L-inf 0.2", "L-inf 0.3"]
     for label, *cells in rows:
         bound = label.replace("L-inf", "linf")
-        for cell, column in zip(cells, ("reabsnet", "selective", "madry"), strict=True):
-            rates, state = _escalated(bound, column)
+        for cell, column in zip(cells, columns, strict=True):
+            rates, state = _escalated(bound, column, record)
             printed, said = cell.split(" (")
             numbers = printed.split(" / ")
             assert len(numbers) == len(rates) and all(_agrees(p, w) for p, w in zip(numbers, rates, strict=True)), (

@@ -127,10 +127,20 @@ def run_bound(run: Run, norm: str, eps: float, prior: Ledger | None) -> tuple[Bo
         p = run.clean["pipeline"].p_adversarial
         result.fixed_fpr = at_thresholds(run.calibration, p, run.clean["master"], run.y, ledger.seen)
     for who in run.target.baselines:
-        result.robust |= {k: rate(ledger.standing[k]) for k in (who, f"{who}_autoattack")}
+        if who in rated(run):
+            result.robust |= {k: rate(ledger.standing[k]) for k in (who, f"{who}_autoattack")}
     result.square_beyond_gradient = square
     log.info("adaptive %s: %s", result.name, ", ".join(f"{k} {v['rate']:.3f}" for k, v in result.robust.items()))
     return result, ledger
+
+
+def rated(run: Run) -> set[str]:
+    """The verdict columns whose rates a bound reports: the defense's, and the baselines' where the suite has a
+    baseline step (a baseline no step attacks has no robust accuracy to report, only its clean one)."""
+    columns = {"reabsnet", "selective"} if run.target.defense is not None else set()
+    if any(not step.defense for step in run.suite):
+        columns |= {c for who in run.target.baselines for c in (who, f"{who}_autoattack")}
+    return columns
 
 
 def run_round(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: float, nested: bool, square: dict,
@@ -156,7 +166,7 @@ def escalate(run: Run, ledger: Ledger, result: BoundResult, norm: str, eps: floa
     broke more than `setup.tolerance` of the images, until every column is calm (its rate stopped falling) or the
     last factor ran. Records each round's columns, rates and what it broke, and per column the factor from which
     every later round was calm."""
-    columns = list(ledger.standing)
+    columns = [c for c in ledger.standing if c in rated(run)]
     calm = int(run.setup.tolerance * len(run.y))          # images a round may break and still count as calm
 
     def rates() -> dict:
