@@ -16,8 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
-from reabsnet.attacks.adaptive import _correct_mask
-from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, confirmed, finish, margin, validated
+from reabsnet.attacks.common import BOX, AttackResult, Box, check_inputs, confirmed, finish, lead, validated
 from reabsnet.checks import SettingError
 
 # (fraction of the query budget, by 10,000) after which p is halved again: the paper's schedule
@@ -28,16 +27,6 @@ def p_schedule(p_init: float, query: int, queries: int) -> float:
     """The window's area fraction at `query`, the schedule rescaled to the budget (as auto-attack does)."""
     at = int(query / queries * 10000)
     return p_init / 2 ** sum(at > t for t in _P_SCHEDULE)
-
-
-def outcome_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                   reject: int | None) -> torch.Tensor:
-    """Positive while the attacker has not won, <= 0 once it has: with `reject`, the best of the true class and
-    the reject class minus the best other class (so "rejected" counts as the defense's win)."""
-    if reject is None:
-        return margin(logits, y, target)
-    correct = _correct_mask(logits, y, reject)
-    return logits.masked_fill(~correct, float("-inf")).amax(1) - logits.masked_fill(correct, float("-inf")).amax(1)
 
 
 def _window(n: int, h: int, w: int, s: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +76,9 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: torch.
     def score(xa: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         ys, ts = y[idx], None if target is None else target[idx]
         logits = model(xa)
-        won = outcome_margin(logits, ys, ts, reject) <= -margin
-        return outcome_margin(confirmed(model, xa, logits, won), ys, ts, reject)
+        # the margin loss: positive while the attacker has not won ("rejected" counts as the defense's win)
+        won = lead(logits, ys, ts, reject) >= margin
+        return -lead(confirmed(model, xa, logits, won), ys, ts, reject)
 
     def sign(shape) -> torch.Tensor:
         return torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1
