@@ -236,7 +236,4 @@ def margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -
 
     Untargeted: Z_y - max_{i != y} Z_i. Targeted: max_{i != t} Z_i - Z_t. (Carlini & Wagner's f_6 without kappa.)
     """
-    cls = target if target is not None else y
-    own = logits.gather(1, cls[:, None]).squeeze(1)
-    other = logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
-    return other - own if target is not None else own - other
+    return -lead(logits, y, target)
