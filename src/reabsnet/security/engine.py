@@ -357,7 +357,7 @@ def minimal_step(run: Run, step: Step, view, eps: float) -> torch.Tensor:
     """A minimal-distance attack (joint CW-L2): one set on the first `budget.n_cw` images for every bound of its
     norm, each example farther than the bound reverting to its original; the other images keep theirs."""
     if step.name not in run.minimal_sets:
-        settings = {**step.margin(run.setup.budget), **step.settings}
+        settings = step.resolved(run.setup.budget)      # its fixed settings, with the budget's success margin
         s = AttackSpec(step.name, f"joint {step.title}", step.attack, step.targeted, settings or None)
         n = min(run.setup.budget.n_cw, run.setup.n)
         setup = run.setup
