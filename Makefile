@@ -27,7 +27,7 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples hubconf.py
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # a wheel and an sdist in dist/: the package with its shipped networks, installable outside a clone
 dist: $(STAMP)

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from fakes import spec_for, tiny_raw
 from reabsnet.data import MNIST, fetch
+
+# Under pytest-xdist (`make test` runs one worker per core) each worker is one thread: two torch processes with two
+# threads each on 2 cores oversubscribe them, and a training epoch runs many times slower. The variable reaches the
+# processes the tests start as well.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# Tests that share a trained network run on one xdist worker, so that each network is trained once per run: the
+# smoke reproduction's (smoke_master, smoke_run, shared_home) and the synthetic set's ResNet and guardian. A module
+# that names one of these fixtures is scheduled whole, as one unit, on one worker; every other test is a unit of
+# its own. (xdist's own xdist_group marks are not read under pytest 9.2, whose node ids xdist 3.8 cannot rename.)
+GROUPS = {"smoke": ("smoke_master", "smoke_run", "shared_home"), "synthetic": ("synthetic_setup", "user_files")}
+
+
+@functools.cache
+def group_of(module: str) -> str | None:
+    text = (Path(__file__).parent.parent / module).read_text()
+    return next((group for group, names in GROUPS.items() if any(re.search(rf"\b{n}\b", text) for n in names)),
+                None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByNetwork(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid.split("::", 1)[0]) or nodeid
+
+    return ByNetwork(config, log)
 
 
 @pytest.fixture

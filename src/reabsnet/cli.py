@@ -239,21 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet or rank else logging.INFO,
                         format="reabsnet: %(message)s", stream=sys.stderr)
     try:
-        code = args.run(args)
+        code = args.run(args) or 0
     except ReabsnetError as e:
-        return _fail(f"reabsnet: error{where}: {e}", 2)
+        code = _fail(f"reabsnet: error{where}: {e}", 2)
     except KeyboardInterrupt:
         say("reabsnet: interrupted; finished stages are kept and a rerun resumes from there")
-        return 130
+        code = 130
     except Exception as e:  # a bug, not bad input: one line unless --debug
         if args.debug:
             raise
-        return _fail(f"reabsnet: internal error{where}: {type(e).__name__}: {e} (rerun with --debug for the "
+        code = _fail(f"reabsnet: internal error{where}: {type(e).__name__}: {e} (rerun with --debug for the "
                      "traceback)", 1)
     finally:
         distributed.shutdown()
-    return code or 0
-
+    if distributed.launched():
+        distributed.leave(code)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,3 +22,4 @@ history = fit(model, (x, y), (x[:100], y[:100]), cfg, loss_fn=cross_entropy_at(1
 if distributed.is_main():
     torch.save({"state": model.state_dict(), "loss": history.train_loss, "ranks": distributed.size()}, sys.argv[1])
 distributed.shutdown()
+distributed.leave(0)

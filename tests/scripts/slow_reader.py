@@ -46,3 +46,4 @@ if distributed.is_main():
     print(json.dumps({"n": len(arrays["y"]), "indices": len(meta["indices"]),
                       "parts_left": (out / "attacks" / ".parts").exists()}))
 distributed.shutdown()
+distributed.leave(0)
