@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -22,17 +22,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Tests that share a trained network run on one xdist worker, so that each network is trained once per run: the
-# smoke reproduction's (smoke_master, smoke_run, shared_home) and the synthetic set's ResNet and guardian. A module
-# that names one of these fixtures is scheduled whole, as one unit, on one worker; every other test is a unit of
-# its own. (xdist's own xdist_group marks are not read under pytest 9.2, whose node ids xdist 3.8 cannot rename.)
-GROUPS = {"smoke": ("smoke_master", "smoke_run", "shared_home"), "synthetic": ("synthetic_setup", "user_files")}
+# smoke reproduction's (smoke_master, smoke_run) and the synthetic set's ResNet and guardian. Every other test is
+# a unit of its own, so that the workers finish together. Read from the test modules' source:
+# xdist's own xdist_group marks are lost under pytest 9.2, whose node ids xdist 3.8 can no longer rename.
+GROUPS = {"smoke": ("smoke_master", "smoke_run"), "synthetic": ("synthetic_setup", "user_files")}
 
 
 @functools.cache
-def group_of(module: str) -> str | None:
-    text = (Path(__file__).parent.parent / module).read_text()
-    return next((group for group, names in GROUPS.items() if any(re.search(rf"\b{n}\b", text) for n in names)),
-                None)
+def _groups_of_tests(module: str) -> dict[str, str | None]:
+    """Each test function of `module` -> the group whose fixture it requests, directly or through the module's own
+    fixtures."""
+    tree = ast.parse((Path(__file__).parent.parent / module).read_text())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+
+    def group(name: str, seen: tuple[str, ...] = ()) -> str | None:
+        found = next((g for g, names in GROUPS.items() if name in names), None)
+        if found or name not in functions or name in seen:
+            return found
+        return next((g for arg in functions[name].args.args if (g := group(arg.arg, (*seen, name)))), None)
+
+    return {name: group(name) for name in functions if name.startswith("test")}
+
+
+def schedule_unit(nodeid: str) -> str:
+    """The unit of work a test is scheduled in: its group's name, or else the test alone."""
+    module, _, test = nodeid.partition("::")
+    return _groups_of_tests(module).get(test.split("[")[0]) or nodeid
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -40,7 +55,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByNetwork(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid.split("::", 1)[0]) or nodeid
+            return schedule_unit(nodeid)
 
     return ByNetwork(config, log)
 

@@ -3,16 +3,18 @@ scheduled on the worker that trains it, or that network is trained again on anot
 
 from __future__ import annotations
 
-from conftest import GROUPS, group_of
+from conftest import GROUPS, schedule_unit
 
 
 def test_every_test_needing_a_shared_network_is_scheduled_with_its_group(request):
+    """Checked against pytest's own fixture closures of the tests this run collected."""
     misplaced = []
     for item in request.session.items:
         needs = {group for group, names in GROUPS.items() if set(names) & set(getattr(item, "fixturenames", ()))}
-        module = item.nodeid.split("::", 1)[0]
-        if needs and group_of(module) not in needs:
-            misplaced.append(f"{item.nodeid}: needs {sorted(needs)}, scheduled as {group_of(module)}")
+        if needs and schedule_unit(item.nodeid) not in needs:
+            misplaced.append(f"{item.nodeid}: needs {sorted(needs)}, scheduled in {schedule_unit(item.nodeid)}")
     assert not misplaced, "\n".join(misplaced)
-    assert group_of("tests/test_cli.py") == "smoke" and group_of("tests/test_own_model.py") == "synthetic"
-    assert group_of("tests/test_rates.py") is None
+    assert schedule_unit("tests/test_defense.py::test_threshold_controls_what_is_flagged") == "smoke"
+    assert schedule_unit("tests/test_own_model.py::test_fit_guardian_reuses_its_folder") == "synthetic"
+    alone = "tests/test_attacks.py::test_fgsm_respects_eps"
+    assert schedule_unit(alone) == alone
