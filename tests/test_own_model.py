@@ -18,7 +18,8 @@ from reabsnet.profiles import AdamTrainConfig
 from reabsnet.train.loop import accuracy, cross_entropy_at, fit
 
 EPS = 8 / 255
-GUARDIAN_RUN = AdamTrainConfig(epochs=12, batch_size=64, lr=1e-3)   # the default off MNIST: 0.858 on this set
+# the default off MNIST: validation accuracy 0.983 on this module's 3x16x16 set (0.858 on `synthetic`'s 3x32x32 default)
+GUARDIAN_RUN = AdamTrainConfig(epochs=12, batch_size=64, lr=1e-3)
 NOT_LOGITS = nn.Sequential(nn.Flatten(), nn.Linear(768, 4), nn.Unflatten(1, (2, 2)))      # (N, 2, 2) outputs
 # colour images at the guardian's smallest side: the networks train in seconds (at 3x32x32, the default of
 # `synthetic`, the ResNet and its guardian took a minute on 2 cores)
