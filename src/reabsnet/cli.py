@@ -256,5 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.leave(code)
     return code
 
+
 if __name__ == "__main__":
     sys.exit(main())
