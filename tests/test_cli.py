@@ -24,7 +24,7 @@ def test_train_master_smoke_end_to_end_then_reuses_artifacts(home, capsys, smoke
     assert "distilled at T=100" in out and "test accuracy" in out
     meta = json.loads((run / "master.json").read_text())
     assert meta["model"] == "master" and meta["distilled"] and meta["temperature"] == 100.0
-    assert meta["metrics"]["test_accuracy"] > 0.85            # 6,000 images, 2+2 epochs: about 0.93 here
+    assert meta["metrics"]["test_accuracy"] > 0.85            # 3,000 images, 2+2 epochs: 0.90 (AMD CPU)
     assert meta["data_sha256"] and meta["sha256"] and meta["teacher_sha256"]
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
 
