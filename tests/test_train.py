@@ -65,6 +65,23 @@ def test_adam_with_the_cyclic_schedule_learns_and_select_picks_the_epoch():
     assert max(history.val_accuracy) > 0.9
 
 
+def test_select_keeps_the_best_epoch_whatever_the_sign_of_its_scores():
+    # a score below every starting value (the hardened guardian's runs from -1: clean rejection over the bar) must
+    # still pick its epoch, not leave the network at its weights before training
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    seen, scores = [], iter([-3.0, -2.0, -5.0])
+
+    def select(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    history = fit(model, _blobs(128, 1), _blobs(64, 2), TrainConfig(epochs=3, batch_size=64, lr=0.05),
+                  loss_fn=cross_entropy_at(1.0), generator=torch.Generator().manual_seed(0), select=select)
+    assert history.best_epoch == 1
+    assert all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
+
+
 def test_adversarial_training_losses_perturb_within_eps():
     from reabsnet.train.madry import fgsm_rs_loss, pgd_loss
 

@@ -76,67 +76,29 @@ def fit(
     """Train `model` in place with SGD (Nesterov) or Adam on `train`; after each epoch measure accuracy on `val`
     and keep the best weights, by validation accuracy or, when given, by `select(model)` (adversarial training
     selects by robust validation accuracy); they are loaded back at the end. Returns the per-epoch history."""
-    device = next(model.parameters()).device
     x_train, y_train = train
     if cfg.train_size:
         x_train, y_train = x_train[:cfg.train_size], y_train[:cfg.train_size]
-    n = len(x_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    kind = getattr(cfg, "optimizer", "sgd")     # profiles.AdamTrainConfig carries "adam"
-    if kind == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                    weight_decay=cfg.weight_decay)
-    elif kind == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {kind!r}")
-    if cfg.schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    elif cfg.schedule == "constant":
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    elif cfg.schedule == "cyclic":
-        peak = max(1, int(total_steps * 2 / 5))
-        fall = max(1, total_steps - peak)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: step / peak if step < peak else max(0.0, (total_steps - step) / fall))
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}")
-
+    optimizer = make_optimizer(model, cfg)
+    schedule = make_schedule(optimizer, cfg, cfg.epochs * math.ceil(len(x_train) / cfg.batch_size))
     distributed.broadcast_parameters(model)     # under torchrun every rank starts from rank 0's weights
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    best_acc = -1.0
+    best_score = -math.inf                      # any score, even a negative one, beats none
     for epoch in range(cfg.epochs):
         start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        running = torch.zeros((), device=device)
-        with bar(total=n, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="img") as progress:
-            for i in range(0, n, cfg.batch_size):
-                batch = order[i:i + cfg.batch_size]
-                idx = distributed.batch_slice(batch)        # under torchrun: this rank's share of the batch
-                optimizer.zero_grad(set_to_none=True)
-                if len(idx):
-                    xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
-                    loss = loss_fn(model, xb, yb)
-                    loss.backward()
-                    running += loss.detach() * len(idx)
-                distributed.average_gradients(model, len(idx) / len(batch))
-                optimizer.step()
-                schedule.step()
-                progress.update(len(batch))
+        running = train_epoch(model, (x_train, y_train), cfg.batch_size, optimizer, schedule, loss_fn, generator,
+                              f"{desc} epoch {epoch + 1}/{cfg.epochs}")
         acc = accuracy(model, *val)
         history.val_accuracy.append(acc)
         score = acc
         if select is not None:
             score = select(model)
             history.val_selected.append(score)
-        history.train_loss.append(distributed.total(running).item() / n)
+        history.train_loss.append(distributed.total(running).item() / len(x_train))
         history.epoch_seconds.append(time.perf_counter() - start)
-        if score > best_acc:
-            best_acc, history.best_epoch = score, epoch
+        if score > best_score:
+            best_score, history.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f%s (%.0f s)", desc, epoch + 1, cfg.epochs,
                  history.train_loss[-1], acc, f", selection score {score:.4f}" if select else "",
@@ -144,3 +106,59 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with `cfg`'s momentum (Nesterov), or Adam where the config says so (profiles.AdamTrainConfig)."""
+    kind = getattr(cfg, "optimizer", "sgd")
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate per step: cosine to zero over the run, constant, or cyclic (0 -> lr at 2/5 of the run
+    -> 0)."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if cfg.schedule == "cyclic":
+        peak = max(1, int(total_steps * 2 / 5))
+        fall = max(1, total_steps - peak)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: step / peak if step < peak else max(0.0, (total_steps - step) / fall))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def train_epoch(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], batch_size: int,
+                optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, loss_fn: LossFn,
+                generator: torch.Generator, desc: str) -> torch.Tensor:
+    """One pass over `train` in a fresh random order, one optimizer and schedule step per batch. Returns this
+    rank's summed loss (a tensor on the model's device: no host sync per batch)."""
+    device = next(model.parameters()).device
+    x_train, y_train = train
+    n = len(x_train)
+    model.train()
+    order = torch.randperm(n, generator=generator)
+    running = torch.zeros((), device=device)
+    with bar(total=n, desc=desc, unit="img") as progress:
+        for i in range(0, n, batch_size):
+            batch = order[i:i + batch_size]
+            idx = distributed.batch_slice(batch)        # under torchrun: this rank's share of the batch
+            optimizer.zero_grad(set_to_none=True)
+            if len(idx):
+                xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+                loss = loss_fn(model, xb, yb)
+                loss.backward()
+                running += loss.detach() * len(idx)
+            distributed.average_gradients(model, len(idx) / len(batch))
+            optimizer.step()
+            schedule.step()
+            progress.update(len(batch))
+    return running
