@@ -17,6 +17,7 @@ count as a success (JointLogits' "rejected").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -205,7 +206,6 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
     """APGD's loop (the caller freezes the model): per example the first point that broke it, else the
     highest-loss one; the steps it spent; whether it broke. `goal`: dlr-t's target classes."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    view = (-1, *[1] * (x.dim() - 1))
     checks = set(_checkpoints(steps)[1:])
     best = x.clone()
     iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -233,14 +233,8 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
         xs, ys = x[idx], y[idx]
         gs = goal[idx] if goal is not None else torch.zeros_like(ys)
         cur = project(xs + _random_start(xs, eps, norm, gen), xs)
-        value, grad, fooled = loss_grad(cur, ys, gs if goal is not None else None)
-        s = {"xs": xs, "ys": ys, "gs": gs, "cur": cur, "prev": cur.clone(), "grad": grad, "value": value,
-             "best": cur.clone(), "best_value": value.clone(), "grad_best": grad.clone(),
-             "eta": torch.full((len(xs),), 2.0 * eps, device=x.device), "raised": torch.zeros(len(xs),
-             device=x.device), "best_at_check": value.clone(), "eta_at_check": torch.zeros(len(xs),
-             device=x.device), "idx": idx, "start": value.clone()}
-        s["eta_at_check"] = s["eta"].clone()
-        done = fooled
+        value, grad, done = loss_grad(cur, ys, gs if goal is not None else None)
+        s = _working_set(idx, xs, ys, gs, cur, value, grad, eps)
         last_check = 0
         for k in range(steps + 1):
             if done.any():   # record the broken examples and drop them from the working set
@@ -252,33 +246,15 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
             if k == steps or len(s["idx"]) == 0:
                 break
             with torch.no_grad():
-                z = project(s["cur"] + s["eta"].view(view) * _direction(s["grad"], norm), s["xs"])
-                if k:
-                    z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]),
-                                s["xs"])
-                s["prev"] = s["cur"]
+                z = _momentum_step(s, k, norm, momentum, project)
             value, grad, done = loss_grad(z, s["ys"], s["gs"] if goal is not None else None)
             with torch.no_grad():
-                s["raised"] += (value > s["value"]).float()
-                s["cur"], s["value"], s["grad"] = z, value, grad
-                better = value > s["best_value"]
-                for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
-                    s[name][better] = src[better]
+                _accept(s, z, value, grad)
                 if trace is not None and restart == 0:
                     gain[s["idx"]] = s["best_value"] - s["start"]
                     trace.append(float(gain[idx].mean()))
                 if k + 1 in checks:
-                    span = k + 1 - last_check
-                    stalled = (s["raised"] < rho * span) | ((s["eta"] == s["eta_at_check"]) &
-                                                            (s["best_value"] <= s["best_at_check"]))
-                    s["eta_at_check"] = s["eta"].clone()
-                    s["eta"] = torch.where(stalled, s["eta"] / 2, s["eta"])
-                    # halved: go on from the best point so far, with its gradient
-                    s["cur"] = torch.where(stalled.view(view), s["best"], s["cur"])
-                    s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
-                    s["value"] = torch.where(stalled, s["best_value"], s["value"])
-                    s["raised"].zero_()
-                    s["best_at_check"] = s["best_value"].clone()
+                    _halve_stalled(s, rho * (k + 1 - last_check))
                     last_check = k + 1
         with torch.no_grad():   # the survivors of this restart keep their highest-loss point
             if len(s["idx"]):
@@ -289,3 +265,51 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor
                 kept[s["idx"][higher]] = s["best_value"][higher]
                 iterations[s["idx"]] += steps
     return best, iterations, found_any
+
+
+def _working_set(idx: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, gs: torch.Tensor, cur: torch.Tensor,
+                 value: torch.Tensor, grad: torch.Tensor, eps: float) -> dict[str, torch.Tensor]:
+    """A restart's state, one row per example still running (every entry is indexed together as examples break):
+    the current, previous and best points with their losses and gradients, the step size (2 eps at the start,
+    Croce & Hein's rule), and the counts its checkpoints read."""
+    eta = torch.full((len(xs),), 2.0 * eps, device=xs.device)
+    return {"xs": xs, "ys": ys, "gs": gs, "cur": cur, "prev": cur.clone(), "grad": grad, "value": value,
+            "best": cur.clone(), "best_value": value.clone(), "grad_best": grad.clone(), "eta": eta,
+            "raised": torch.zeros(len(xs), device=xs.device), "best_at_check": value.clone(),
+            "eta_at_check": eta.clone(), "idx": idx, "start": value.clone()}
+
+
+def _momentum_step(s: dict[str, torch.Tensor], k: int, norm: str, momentum: float,
+                   project: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The next point: a step of eta along the gradient's steepest direction, then (after the first step) APGD's
+    momentum, each projected onto the ball and the box. Moves `cur` to `prev`."""
+    view = (-1, *[1] * (s["cur"].dim() - 1))
+    z = project(s["cur"] + s["eta"].view(view) * _direction(s["grad"], norm), s["xs"])
+    if k:
+        z = project(s["cur"] + momentum * (z - s["cur"]) + (1 - momentum) * (s["cur"] - s["prev"]), s["xs"])
+    s["prev"] = s["cur"]
+    return z
+
+
+def _accept(s: dict[str, torch.Tensor], z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> None:
+    """Move to `z`, counting whether its loss rose, and keep it as the best point where its loss is the highest."""
+    s["raised"] += (value > s["value"]).float()
+    s["cur"], s["value"], s["grad"] = z, value, grad
+    better = value > s["best_value"]
+    for name, src in (("best", z), ("best_value", value), ("grad_best", grad)):
+        s[name][better] = src[better]
+
+
+def _halve_stalled(s: dict[str, torch.Tensor], needed: float) -> None:
+    """At a checkpoint: halve the step of each example whose loss rose on fewer than `needed` of the steps since
+    the last one, or whose step and best loss both stood still, and restart it from its best point."""
+    view = (-1, *[1] * (s["cur"].dim() - 1))
+    stalled = (s["raised"] < needed) | ((s["eta"] == s["eta_at_check"]) & (s["best_value"] <= s["best_at_check"]))
+    s["eta_at_check"] = s["eta"].clone()
+    s["eta"] = torch.where(stalled, s["eta"] / 2, s["eta"])
+    # halved: go on from the best point so far, with its gradient
+    s["cur"] = torch.where(stalled.view(view), s["best"], s["cur"])
+    s["grad"] = torch.where(stalled.view(view), s["grad_best"], s["grad"])
+    s["value"] = torch.where(stalled, s["best_value"], s["value"])
+    s["raised"].zero_()
+    s["best_at_check"] = s["best_value"].clone()
