@@ -15,12 +15,10 @@ PIP := pip install -q --disable-pip-version-check
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: the local CPU wheel; an unpinned torch would pull gigabytes of CUDA packages.
-	@# pip byte-compiles on one core; compileall below writes the same bytecode on every core. The bytecode is
-	@# needed: where PYTHONDONTWRITEBYTECODE is set, every process would compile torch from source, about 3 s each.
+	@# Without pip's byte-compilation of every file (about 20 s on one core): Python writes the bytecode of the
+	@# modules a process imports, the first time one does.
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m $(PIP) --no-compile torch==2.13.0
 	$(BIN)/python -m $(PIP) --no-compile -e '.[test]'
-	@# a few of torch's files are not valid Python for this interpreter; pip skips them too, so no exit status here
-	@$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 	@touch $(STAMP)
 
 reproduce: $(STAMP)
@@ -29,7 +27,8 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples hubconf.py
-	$(BIN)/python -m pytest -q -n auto
+	@# bytecode written where PYTHONDONTWRITEBYTECODE would have every test process compile torch again (3 s each)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n auto
 
 # a wheel and an sdist in dist/: the package with its shipped networks, installable outside a clone
 dist: $(STAMP)
