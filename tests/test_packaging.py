@@ -94,8 +94,8 @@ def test_the_wheel_carries_the_networks_and_works_installed_outside_the_clone(tm
 
     venv, elsewhere = tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    # the same files as `make` installs, less pip's byte-compilation of all of torch (half of the install's time):
-    # the first process here writes the bytecode of what it imports, so PYTHONDONTWRITEBYTECODE is left out
+    # installed as `make` installs (no byte-compilation at install): the first process here writes the bytecode of
+    # what it imports, so PYTHONDONTWRITEBYTECODE is left out, as `make test` leaves it out
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     env |= {"REABSNET_HOME": str(home), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     # without a pip of its own (ensurepip takes 4 s): this process's pip installs into it, the same files
