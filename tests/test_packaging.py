@@ -98,10 +98,15 @@ def test_the_wheel_carries_the_networks_and_works_installed_outside_the_clone(tm
     # what it imports, so PYTHONDONTWRITEBYTECODE is left out, as `make test` leaves it out
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     env |= {"REABSNET_HOME": str(home), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    # without a pip of its own (ensurepip takes 4 s): this process's pip installs into it, the same files
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], elsewhere, env)
+    # without a pip of its own (ensurepip takes 4 s): this process's pip installs into it, the same files (pip's
+    # --python came in 22.3; an older pip, as early Python 3.10 bundles, gets the venv's own pip)
+    import pip as outer_pip
+
+    own_pip = tuple(int(p) for p in outer_pip.__version__.split(".")[:2]) < (22, 3)
+    _run([sys.executable, "-m", "venv", *([] if own_pip else ["--without-pip"]), str(venv)], elsewhere, env)
     py, cli = str(venv / "bin" / "python"), str(venv / "bin" / "reabsnet")
-    pip = [sys.executable, "-m", "pip", "--python", py, "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    pip = [py, "-m", "pip"] if own_pip else [sys.executable, "-m", "pip", "--python", py]
+    pip += ["install", "-q", "--disable-pip-version-check", "--no-compile"]
     _run([*pip, "torch==2.13.0"], elsewhere, env, 900)
     _run([*pip, str(wheel)], elsewhere, env, 900)
 
